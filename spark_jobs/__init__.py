@@ -1,0 +1,1 @@
+"""The optasia_etl_pipeline Spark job: contract rules, store, publish, data generator."""

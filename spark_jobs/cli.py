@@ -1,0 +1,143 @@
+"""Command line of the Spark job: ``python -m spark_jobs <command>``.
+
+Exit codes tell the caller (the DAG) what to do: 0 done, 2 fix the call,
+3 a service is unreachable (retry), 4 the data breaks the contract (do not
+retry), 5 the batch may not run now (order rules), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .config import (DEFAULT_CHANNELS, ConfigError, EtlError, JobConfig, database_from,
+                     parse_channels)
+
+
+def _common_db(p: argparse.ArgumentParser):
+    p.add_argument("--jdbc-url", required=True,
+                   help="jdbc:postgresql://HOST:PORT/DB of the store (no password in it)")
+    p.add_argument("--db-user", help="database user (default: OPTASIA_DB_USER)")
+    p.add_argument("--db-password-file",
+                   help="file holding the password (default: OPTASIA_DB_PASSWORD_FILE, "
+                        "else OPTASIA_DB_PASSWORD)")
+
+
+def _common_batch(p: argparse.ArgumentParser, inputs: bool):
+    p.add_argument("--batch-id", required=True, help="YYYY-MM-DD_a or YYYY-MM-DD_b")
+    p.add_argument("--warehouse-uri", required=True,
+                   help="Hadoop URI of the warehouse, e.g. hdfs://namenode:8020/warehouse")
+    if inputs:
+        p.add_argument("--input-uri", required=True,
+                       help="Hadoop URI of the folder holding <batch_id>/subscribers.csv and transactions.csv")
+        p.add_argument("--allowed-channels", default=",".join(DEFAULT_CHANNELS),
+                       help="comma separated (default %(default)s)")
+        p.add_argument("--pending-ttl-days", type=int, default=7)
+        p.add_argument("--force", action="store_true",
+                       help="allow reprocessing a batch older than the latest one")
+    p.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
+    p.add_argument("--jdbc-jar", help="PostgreSQL JDBC jar (default: OPTASIA_JDBC_JAR or the bundle cache)")
+    p.add_argument("--shuffle-partitions", type=int, default=8)
+    p.add_argument("--driver-memory", help="e.g. 2g (only when not under spark-submit)")
+    _common_db(p)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m spark_jobs", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _common_batch(sub.add_parser("run", help="process and publish one batch"), inputs=True)
+    _common_batch(sub.add_parser("stage", help="process one batch up to the staged partition"), inputs=True)
+    _common_batch(sub.add_parser("publish", help="publish a staged batch (one rename per partition)"),
+                  inputs=False)
+    _common_batch(sub.add_parser("abandon", help="undo a failed/latest batch's changes; keeps landing files"),
+                  inputs=False)
+    _common_db(sub.add_parser("db-init", help="apply the store's SQL migrations (idempotent)"))
+    st = sub.add_parser("status", help="print the batches and their last runs as JSON")
+    _common_db(st)
+    return ap
+
+
+def _config(args) -> JobConfig:
+    db = database_from(args.jdbc_url, args.db_user, args.db_password_file)
+    return JobConfig(
+        batch_id=args.batch_id,
+        input_uri=getattr(args, "input_uri", "") or "",
+        warehouse_uri=args.warehouse_uri,
+        database=db,
+        allowed_channels=parse_channels(getattr(args, "allowed_channels", None)),
+        pending_ttl_days=getattr(args, "pending_ttl_days", 7),
+        force=getattr(args, "force", False),
+    )
+
+
+def _spark(args):
+    from .session import build_session
+
+    return build_session(master=args.master or None, jdbc_jar=args.jdbc_jar,
+                         shuffle_partitions=args.shuffle_partitions, driver_memory=args.driver_memory)
+
+
+def _status(db) -> dict:
+    from .store import connect
+
+    with connect(db) as conn:
+        rows = conn.execute(
+            "SELECT b.batch_id, b.status, b.applied_run_id, b.published_run_id, r.status, r.error "
+            "FROM etl_batches b LEFT JOIN LATERAL (SELECT status, error FROM etl_batch_runs x "
+            "WHERE x.batch_id = b.batch_id ORDER BY run_id DESC LIMIT 1) r ON true ORDER BY b.batch_id"
+        ).fetchall()
+    return {"batches": [dict(batch_id=r[0], status=r[1], applied_run_id=r[2], published_run_id=r[3],
+                             last_run_status=r[4], last_error=r[5]) for r in rows]}
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    try:
+        if args.command == "db-init":
+            from .migrations import migrate
+
+            applied = migrate(database_from(args.jdbc_url, args.db_user, args.db_password_file))
+            print(f"store schema up to date ({len(applied)} migration(s) applied now)")
+            return 0
+        if args.command == "status":
+            print(json.dumps(_status(database_from(args.jdbc_url, args.db_user, args.db_password_file)),
+                             indent=2, default=str))
+            return 0
+        cfg = _config(args)
+        from . import pipeline
+
+        spark = _spark(args)
+        try:
+            if args.command in ("run", "stage"):
+                result = pipeline.run_batch(spark, cfg, publish=args.command == "run")
+                print(json.dumps({"batch_id": result.batch_id, "run_id": result.run_id,
+                                  "published": args.command == "run",
+                                  "transactions": result.transactions_path, "rejects": result.rejects_path,
+                                  "metrics": result.metrics}, indent=2))
+            elif args.command == "publish":
+                run_id = pipeline.publish_only(spark, cfg)
+                print(f"batch {cfg.batch_id} published (run {run_id}) at {cfg.partition_path('transactions')}")
+            elif args.command == "abandon":
+                undone = pipeline.abandon_batch(spark, cfg)
+                print(f"batch {cfg.batch_id} abandoned" + (f"; undid run {undone}" if undone else "")
+                      + "; its landing files are kept")
+        finally:
+            spark.stop()
+        return 0
+    except EtlError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

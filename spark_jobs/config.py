@@ -1,0 +1,182 @@
+"""Job configuration: batch ids, database settings and credentials, errors.
+
+Credentials come from the environment or a file, never the command line
+(a command line is visible to every user of the host through ``ps``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+BATCH_ID_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})_([ab])$")
+DEFAULT_CHANNELS = ("SMS", "USSD", "APP", "WEB")
+
+
+class EtlError(Exception):
+    """An error with a message meant for the operator. ``exit_code`` tells its kind."""
+
+    exit_code = 1
+
+
+class ConfigError(EtlError):
+    """Bad arguments or settings: fix the call."""
+
+    exit_code = 2
+
+
+class InfrastructureError(EtlError):
+    """A service (database, NameNode) is unreachable: transient, retry later."""
+
+    exit_code = 3
+
+
+class ContractError(EtlError):
+    """The data breaks the contract (missing file, conservation law): do not retry."""
+
+    exit_code = 4
+
+
+class OrderError(EtlError):
+    """The batch may not run now (blocked, older than the latest, running elsewhere)."""
+
+    exit_code = 5
+
+
+def parse_batch_id(batch_id: str) -> dt.date:
+    """Return the batch date of ``YYYY-MM-DD_a|b``; ConfigError otherwise."""
+    m = BATCH_ID_RE.match(batch_id or "")
+    if not m:
+        raise ConfigError(f"batch id {batch_id!r} is not of the form YYYY-MM-DD_a or YYYY-MM-DD_b")
+    try:
+        return dt.date.fromisoformat(m.group(1))
+    except ValueError:
+        raise ConfigError(f"batch id {batch_id!r} does not name a real date") from None
+
+
+def batch_id_for(logical_date: dt.datetime) -> str:
+    """The contract's batch id for a run's logical date (UTC): hour < 12 -> _a."""
+    if logical_date.tzinfo is not None:
+        logical_date = logical_date.astimezone(dt.timezone.utc)
+    return f"{logical_date:%Y-%m-%d}_{'a' if logical_date.hour < 12 else 'b'}"
+
+
+def parse_channels(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return DEFAULT_CHANNELS
+    channels = tuple(c.strip().upper() for c in text.split(",") if c.strip())
+    if not channels:
+        raise ConfigError("allowed channels list is empty")
+    return channels
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where the store lives, as a JDBC URL plus credentials."""
+
+    jdbc_url: str
+    user: str
+    password: str = field(repr=False)
+    host: str = ""
+    port: int = 5432
+    dbname: str = ""
+    sslmode: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}/{self.dbname}"
+
+    def conninfo(self) -> dict:
+        """Keyword arguments for psycopg.connect."""
+        kw = dict(host=self.host, port=self.port, dbname=self.dbname, user=self.user,
+                  password=self.password, connect_timeout=10, application_name="optasia-etl")
+        if self.sslmode:
+            kw["sslmode"] = self.sslmode
+        return kw
+
+    def jdbc_properties(self) -> dict:
+        """Options for Spark's JDBC source and sink."""
+        return {"url": self.jdbc_url, "user": self.user, "password": self.password,
+                "driver": "org.postgresql.Driver"}
+
+
+def database_from(jdbc_url: str, user: str | None = None, password_file: str | None = None,
+                  environ: dict | None = None) -> Database:
+    """Build a Database from a JDBC URL and the credential sources.
+
+    User: argument, else ``user`` in the URL, else ``OPTASIA_DB_USER``.
+    Password: ``password_file`` (or ``OPTASIA_DB_PASSWORD_FILE``), else
+    ``OPTASIA_DB_PASSWORD``. A password inside the URL is refused.
+    """
+    env = os.environ if environ is None else environ
+    if not jdbc_url or not jdbc_url.startswith("jdbc:postgresql://"):
+        raise ConfigError(f"JDBC URL must start with jdbc:postgresql:// (got {jdbc_url!r})")
+    parts = urlsplit(jdbc_url[len("jdbc:"):])
+    params = dict(parse_qsl(parts.query))
+    if "password" in {k.lower() for k in params} or parts.password:
+        raise ConfigError(
+            "the JDBC URL carries a password; put it in OPTASIA_DB_PASSWORD or a file "
+            "named by --db-password-file / OPTASIA_DB_PASSWORD_FILE instead"
+        )
+    user = user or params.get("user") or (unquote(parts.username) if parts.username else None) \
+        or env.get("OPTASIA_DB_USER")
+    if not user:
+        raise ConfigError("no database user: set OPTASIA_DB_USER or pass --db-user")
+    password_file = password_file or env.get("OPTASIA_DB_PASSWORD_FILE")
+    if password_file:
+        try:
+            with open(password_file, encoding="utf-8") as fh:
+                password = fh.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the database password file {password_file}: {exc.strerror}") from None
+    else:
+        password = env.get("OPTASIA_DB_PASSWORD")
+    if password is None:
+        raise ConfigError(
+            "no database password: set OPTASIA_DB_PASSWORD or OPTASIA_DB_PASSWORD_FILE "
+            "(or pass --db-password-file)"
+        )
+    if not parts.hostname or not parts.path.strip("/"):
+        raise ConfigError(f"JDBC URL {jdbc_url!r} must name a host and a database")
+    clean_url = f"jdbc:postgresql://{parts.hostname}:{parts.port or 5432}{parts.path}"
+    extra = {k: v for k, v in params.items() if k.lower() != "user"}
+    if extra:
+        clean_url += "?" + "&".join(f"{k}={v}" for k, v in extra.items())
+    return Database(jdbc_url=clean_url, user=user, password=password, host=parts.hostname,
+                    port=parts.port or 5432, dbname=parts.path.strip("/"),
+                    sslmode=params.get("sslmode"))
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything one run of the job needs."""
+
+    batch_id: str
+    input_uri: str          # folder holding <batch_id>/subscribers.csv and transactions.csv
+    warehouse_uri: str      # folder of transactions/, rejects/, _staging/
+    database: Database
+    allowed_channels: tuple[str, ...] = DEFAULT_CHANNELS
+    pending_ttl_days: int = 7
+    force: bool = False     # allow rerunning a batch older than the latest one
+    jdbc_write_partitions: int = 2
+
+    def __post_init__(self):
+        parse_batch_id(self.batch_id)
+        if self.pending_ttl_days < 0:
+            raise ConfigError("pending TTL must be 0 or more days")
+
+    @property
+    def batch_date(self) -> dt.date:
+        return parse_batch_id(self.batch_id)
+
+    def input_path(self, name: str) -> str:
+        return f"{self.input_uri.rstrip('/')}/{self.batch_id}/{name}"
+
+    def partition_path(self, dataset: str) -> str:
+        return f"{self.warehouse_uri.rstrip('/')}/{dataset}/batch_id={self.batch_id}"
+
+    def staging_path(self, run_id: int) -> str:
+        return f"{self.warehouse_uri.rstrip('/')}/_staging/{self.batch_id}/run-{run_id}"

@@ -1,0 +1,55 @@
+"""Building the SparkSession the job (and its tests) run in."""
+
+from __future__ import annotations
+
+import os
+
+from pyspark.sql import SparkSession
+
+# Settings the contract depends on; everything else stays Spark's default.
+BASE_CONF = {
+    # Dates and timestamps are computed in UTC whatever the host says.
+    "spark.sql.session.timeZone": "UTC",
+    # Standard Parquet timestamps (UTC-adjusted micros), not legacy INT96.
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def find_jdbc_jar(explicit: str | None = None) -> str | None:
+    """The PostgreSQL JDBC jar: argument, OPTASIA_JDBC_JAR, or the bundle cache."""
+    if explicit:
+        return explicit
+    if os.environ.get("OPTASIA_JDBC_JAR"):
+        return os.environ["OPTASIA_JDBC_JAR"]
+    cache = os.environ.get("OPTASIA_CACHE") or os.path.join(
+        os.environ.get("OPTASIA_HOME", "/opt/optasia"), "cache")
+    jars = os.path.join(cache, "jars")
+    if os.path.isdir(jars):
+        found = sorted(f for f in os.listdir(jars) if f.startswith("postgresql-") and f.endswith(".jar"))
+        if found:
+            return os.path.join(jars, found[-1])
+    return None
+
+
+def build_session(app_name: str = "optasia_etl", master: str | None = None,
+                  jdbc_jar: str | None = None, shuffle_partitions: int = 8,
+                  driver_memory: str | None = None, extra_conf: dict | None = None) -> SparkSession:
+    """A session with the job's settings. Under spark-submit, master and jars
+    given there win (getOrCreate reuses the running context)."""
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    conf = dict(BASE_CONF)
+    conf["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
+    jar = find_jdbc_jar(jdbc_jar)
+    if jar:
+        conf["spark.jars"] = jar
+        conf["spark.driver.extraClassPath"] = jar
+    if driver_memory:
+        conf["spark.driver.memory"] = driver_memory
+    conf.update(extra_conf or {})
+    for k, v in conf.items():
+        builder = builder.config(k, v)
+    return builder.getOrCreate()

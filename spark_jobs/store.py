@@ -1,0 +1,327 @@
+"""The PostgreSQL side of a batch: order checks, the one apply transaction, undo.
+
+Bulk rows travel through Spark's JDBC sink into the ``etl_stage_*`` tables;
+everything that changes state happens here, in SQL, inside one transaction
+per batch run, so a batch's changes are all there or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import psycopg
+
+from .config import Database, EtlError, InfrastructureError, OrderError
+
+log = logging.getLogger(__name__)
+# Session-level advisory lock held for a whole run: batches run one at a time.
+BATCH_LOCK = 0x0F7A5_BA7C
+
+
+def connect(db: Database) -> psycopg.Connection:
+    """Open a connection or raise an InfrastructureError saying where and why."""
+    try:
+        return psycopg.connect(**db.conninfo())
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InfrastructureError(
+            f"cannot reach the store database at {db.where} as {db.user}: {reason}. "
+            "Check that PostgreSQL is running and the credentials are right; the run can be retried."
+        ) from None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    run_id: int
+    undo_run_id: int | None   # the batch's own earlier run to undo (rerun of the latest batch)
+    forced: bool
+
+
+class Store:
+    """One connection, holding the batch lock for its lifetime."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.conn = connect(db)
+
+    def close(self):
+        try:
+            self.conn.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- locking and checks -------------------------------------------------
+
+    def require_schema(self, latest: int):
+        from .migrations import current_version
+
+        have = current_version(self.conn)
+        self.conn.commit()
+        if have is None or have < latest:
+            raise EtlError(
+                f"the store at {self.db.where} is at schema version {have or 'none'}, the job needs "
+                f"{latest}: run `python -m spark_jobs db-init` first"
+            )
+
+    def lock(self):
+        got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (BATCH_LOCK,)).fetchone()[0]
+        self.conn.commit()
+        if not got:
+            holder = self.conn.execute(
+                "SELECT batch_id, run_id, started_at FROM etl_batch_runs WHERE status = 'running' "
+                "ORDER BY run_id DESC LIMIT 1"
+            ).fetchone()
+            self.conn.commit()
+            what = f"run {holder[1]} of batch {holder[0]} (started {holder[2]:%Y-%m-%d %H:%M:%S %Z})" \
+                if holder else "another run"
+            raise OrderError(f"{what} is in progress; batches run one at a time. Wait for it to end.")
+
+    def batch(self, batch_id: str):
+        row = self.conn.execute(
+            "SELECT batch_id, status, applied_run_id, published_run_id FROM etl_batches WHERE batch_id = %s",
+            (batch_id,),
+        ).fetchone()
+        self.conn.commit()
+        return row
+
+    def latest_applied(self):
+        """The batch whose state was applied last: (batch_id, status, applied_run_id)."""
+        row = self.conn.execute(
+            "SELECT batch_id, status, applied_run_id FROM etl_batches WHERE applied_run_id IS NOT NULL "
+            "ORDER BY applied_run_id DESC LIMIT 1"
+        ).fetchone()
+        self.conn.commit()
+        return row
+
+    def blockers(self, batch_id: str):
+        rows = self.conn.execute(
+            "SELECT batch_id FROM etl_batches WHERE status = 'staged' AND batch_id <> %s ORDER BY batch_id",
+            (batch_id,),
+        ).fetchall()
+        self.conn.commit()
+        return [r[0] for r in rows]
+
+    def begin_run(self, batch_id: str, force: bool) -> RunPlan:
+        """Check the order rules, then record a new run. Caller holds the lock."""
+        blocking = self.blockers(batch_id)
+        if blocking:
+            b = blocking[0]
+            raise OrderError(
+                f"batch {b} failed after staging (its store changes are applied but its partition is "
+                f"not published) and blocks batch {batch_id}. Rerun {b} to publish it, or abandon it "
+                f"with `python -m spark_jobs abandon --batch-id {b} ...`."
+            )
+        latest = self.latest_applied()
+        this = self.batch(batch_id)
+        undo = None
+        if latest and latest[0] == batch_id:
+            undo = latest[2]
+        elif latest and (batch_id < latest[0] or (this and this[2] is not None)):
+            if not force:
+                raise OrderError(
+                    f"batch {batch_id} is older than the latest batch {latest[0]}; rerunning it "
+                    "would reorder history, so it is refused. To reprocess it anyway on top of the "
+                    "current store (its earlier changes are not undone), pass --force."
+                )
+            log.warning("forced run of %s on top of the latest batch %s", batch_id, latest[0])
+        with self.conn.transaction():
+            run_id = self.conn.execute(
+                "INSERT INTO etl_batch_runs (batch_id, status, forced) VALUES (%s, 'running', %s) "
+                "RETURNING run_id",
+                (batch_id, bool(force)),
+            ).fetchone()[0]
+            self.conn.execute(
+                "INSERT INTO etl_batches (batch_id, status) VALUES (%s, 'new') ON CONFLICT (batch_id) DO NOTHING",
+                (batch_id,),
+            )
+            # Leftovers of runs that died before their apply step.
+            self.conn.execute(
+                "TRUNCATE etl_stage_subscribers, etl_stage_pending_new, etl_stage_pending_removed"
+            )
+        return RunPlan(run_id=run_id, undo_run_id=undo, forced=bool(force) and undo is None
+                       and latest is not None)
+
+    # -- reading state (as Spark queries) ----------------------------------
+
+    @staticmethod
+    def subscribers_before_query(undo_run_id: int | None) -> str:
+        """The store as it was before ``undo_run_id`` (the current store if None)."""
+        undo = int(undo_run_id) if undo_run_id is not None else -1
+        return (
+            "SELECT s.sub_id, COALESCE(c.old_activation_date, s.activation_date) AS activation_date "
+            "FROM subscribers s LEFT JOIN subscriber_changes c "
+            f"ON c.sub_id = s.sub_id AND c.run_id = {undo} "
+            "WHERE NOT (c.run_id IS NOT NULL AND c.old_activation_date IS NULL)"
+        )
+
+    @staticmethod
+    def pending_before_query(undo_run_id: int | None) -> str:
+        undo = int(undo_run_id) if undo_run_id is not None else -1
+        return (
+            "SELECT pending_id, ts AS timestamp, sub_id, amount, channel, record "
+            "FROM pending_transactions "
+            f"WHERE (removed_run_id IS NULL OR removed_run_id = {undo}) AND added_run_id <> {undo}"
+        )
+
+    # -- the apply transaction ---------------------------------------------
+
+    def _undo(self, run_id: int):
+        c = self.conn
+        c.execute(
+            "UPDATE subscribers s SET activation_date = c.old_activation_date, "
+            "row_key = c.sub_id || '_' || to_char(c.old_activation_date, 'YYYYMMDD'), "
+            "batch_id = c.old_batch_id, run_id = c.old_run_id, updated_at = now() "
+            "FROM subscriber_changes c WHERE c.run_id = %s AND c.sub_id = s.sub_id "
+            "AND c.old_activation_date IS NOT NULL",
+            (run_id,),
+        )
+        c.execute(
+            "DELETE FROM subscribers s USING subscriber_changes c WHERE c.run_id = %s "
+            "AND c.sub_id = s.sub_id AND c.old_activation_date IS NULL",
+            (run_id,),
+        )
+        c.execute("DELETE FROM subscriber_changes WHERE run_id = %s", (run_id,))
+        c.execute("DELETE FROM pending_transactions WHERE added_run_id = %s", (run_id,))
+        c.execute(
+            "UPDATE pending_transactions SET removed_batch_id = NULL, removed_run_id = NULL, "
+            "removed_as = NULL WHERE removed_run_id = %s",
+            (run_id,),
+        )
+
+    def apply_run(self, batch_id: str, plan: RunPlan, expected: dict, metrics: dict):
+        """Undo the batch's previous run (if any) and apply this one, atomically.
+
+        ``expected`` holds the counts Spark planned; the SQL's own counts must
+        match them, or nothing is applied.
+        """
+        c = self.conn
+        r = plan.run_id
+        with c.transaction():
+            c.execute("SELECT 1 FROM etl_batches WHERE batch_id = %s FOR UPDATE", (batch_id,))
+            if plan.undo_run_id is not None:
+                self._undo(plan.undo_run_id)
+            c.execute(
+                "INSERT INTO subscriber_changes (run_id, batch_id, sub_id, old_activation_date, "
+                "old_batch_id, old_run_id, new_activation_date) "
+                "SELECT %s, %s, st.sub_id, s.activation_date, s.batch_id, s.run_id, st.activation_date "
+                "FROM etl_stage_subscribers st LEFT JOIN subscribers s ON s.sub_id = st.sub_id "
+                "WHERE st.run_id = %s AND (s.sub_id IS NULL OR st.activation_date < s.activation_date)",
+                (r, batch_id, r),
+            )
+            inserted, updated = c.execute(
+                "SELECT count(*) FILTER (WHERE old_activation_date IS NULL), "
+                "count(*) FILTER (WHERE old_activation_date IS NOT NULL) "
+                "FROM subscriber_changes WHERE run_id = %s",
+                (r,),
+            ).fetchone()
+            c.execute(
+                "INSERT INTO subscribers (sub_id, activation_date, row_key, batch_id, run_id) "
+                "SELECT sub_id, new_activation_date, sub_id || '_' || to_char(new_activation_date, 'YYYYMMDD'), "
+                "batch_id, run_id FROM subscriber_changes WHERE run_id = %s "
+                "ON CONFLICT (sub_id) DO UPDATE SET activation_date = EXCLUDED.activation_date, "
+                "row_key = EXCLUDED.row_key, batch_id = EXCLUDED.batch_id, run_id = EXCLUDED.run_id, "
+                "updated_at = now() WHERE EXCLUDED.activation_date < subscribers.activation_date",
+                (r,),
+            )
+            removed = c.execute(
+                "UPDATE pending_transactions p SET removed_batch_id = %s, removed_run_id = %s, "
+                "removed_as = x.removed_as FROM etl_stage_pending_removed x "
+                "WHERE x.run_id = %s AND p.pending_id = x.pending_id AND p.removed_run_id IS NULL",
+                (batch_id, r, r),
+            ).rowcount
+            added = c.execute(
+                "INSERT INTO pending_transactions (ts, sub_id, amount, channel, record, added_batch_id, added_run_id) "
+                "SELECT ts, sub_id, amount, channel, record, %s, %s FROM etl_stage_pending_new WHERE run_id = %s",
+                (batch_id, r, r),
+            ).rowcount
+            got = {"subscribers_inserted": inserted, "subscribers_updated": updated,
+                   "pending_removed": removed, "pending_added": added}
+            diff = {k: (expected[k], got[k]) for k in got if expected[k] != got[k]}
+            if diff:
+                raise EtlError(
+                    "the store does not match what the batch planned (planned, found): "
+                    f"{diff}; nothing was applied. Was the store changed by hand during the run?"
+                )
+            c.execute(
+                "UPDATE etl_batches SET status = 'staged', applied_run_id = %s, updated_at = now() "
+                "WHERE batch_id = %s",
+                (r, batch_id),
+            )
+            c.execute(
+                "UPDATE etl_batch_runs SET status = 'staged', metrics = %s WHERE run_id = %s",
+                (json.dumps(metrics), r),
+            )
+            for table in ("etl_stage_subscribers", "etl_stage_pending_new", "etl_stage_pending_removed"):
+                c.execute(f"DELETE FROM {table} WHERE run_id = %s", (r,))
+
+    def mark_published(self, batch_id: str, run_id: int):
+        with self.conn.transaction():
+            n = self.conn.execute(
+                "UPDATE etl_batches SET status = 'published', published_run_id = %s, updated_at = now() "
+                "WHERE batch_id = %s AND applied_run_id = %s",
+                (run_id, batch_id, run_id),
+            ).rowcount
+            if n != 1:
+                raise EtlError(f"batch {batch_id}: run {run_id} is not the applied run; not publishing")
+            self.conn.execute(
+                "UPDATE etl_batch_runs SET status = 'published', finished_at = now() WHERE run_id = %s",
+                (run_id,),
+            )
+
+    def fail_run(self, batch_id: str, run_id: int, error: str):
+        """Record a failed run. A batch with applied state keeps its status."""
+        try:
+            self.conn.rollback()
+            with self.conn.transaction():
+                self.conn.execute(
+                    "UPDATE etl_batch_runs SET status = 'failed', error = %s, finished_at = now() "
+                    "WHERE run_id = %s AND status = 'running'",
+                    (error[:10000], run_id),
+                )
+                self.conn.execute(
+                    "UPDATE etl_batches SET status = 'failed', updated_at = now() "
+                    "WHERE batch_id = %s AND applied_run_id IS NULL AND status IN ('new', 'failed', 'abandoned')",
+                    (batch_id,),
+                )
+        except psycopg.Error as exc:  # the database may be what failed
+            log.error("could not record the failure of run %s: %s", run_id, exc)
+
+    def applied_run(self, batch_id: str):
+        """(status, applied_run_id) of a batch, or None."""
+        row = self.batch(batch_id)
+        return (row[1], row[2]) if row else None
+
+    def abandon(self, batch_id: str):
+        """Undo the batch's applied changes and mark it abandoned."""
+        row = self.batch(batch_id)
+        if row is None:
+            raise OrderError(f"batch {batch_id} is unknown to the store; nothing to abandon")
+        latest = self.latest_applied()
+        applied = row[2]
+        if applied is not None and latest and latest[0] != batch_id:
+            raise OrderError(
+                f"batch {batch_id} is not the latest batch ({latest[0]} is); only the latest "
+                "batch can be abandoned, because later batches built on its changes"
+            )
+        with self.conn.transaction():
+            if applied is not None:
+                self._undo(applied)
+            self.conn.execute(
+                "UPDATE etl_batches SET status = 'abandoned', applied_run_id = NULL, "
+                "published_run_id = NULL, updated_at = now() WHERE batch_id = %s",
+                (batch_id,),
+            )
+            self.conn.execute(
+                "INSERT INTO etl_batch_runs (batch_id, status, finished_at, error) "
+                "VALUES (%s, 'abandoned', now(), %s)",
+                (batch_id, f"abandoned; undid run {applied}" if applied else "abandoned"),
+            )
+        return applied
