@@ -121,7 +121,7 @@ WORK="$(mktemp -d "$OPTASIA_CACHE/.fetch-jars.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 LOG="$WORK/mvn.log"
 
-MVN_ARGS=(-B -q -f "$POM" "-Dmaven.repo.local=$M2_REPO" "-Dhadoop.version=$HADOOP_VERSION")
+MVN_ARGS=(-B -q -Dstyle.color=never -f "$POM" "-Dmaven.repo.local=$M2_REPO" "-Dhadoop.version=$HADOOP_VERSION")
 [ "$OFFLINE" = 1 ] && MVN_ARGS+=(-o)
 
 run_mvn() {
@@ -129,7 +129,7 @@ run_mvn() {
     local t0=$SECONDS
     if ! "$MVN" "${MVN_ARGS[@]}" "$@" >>"$LOG" 2>&1; then
         printf 'fetch-jars: ---- last lines of the Maven output ----\n' >&2
-        tail -n 30 "$LOG" | sed 's/^/fetch-jars:   | /' >&2
+        tail -n 30 "$LOG" | sed 's/\x1b\[[0-9;]*m//g' | awk '{print "fetch-jars:   | " $0}' >&2
         local hint="check that Maven Central is reachable (proxy settings in ~/.m2/settings.xml or MAVEN_OPTS), then re-run $0"
         [ "$OFFLINE" = 1 ] && hint="--offline needs a previous online run to have filled $M2_REPO; run $0 without --offline"
         die "Maven failed while $what" "$hint"
