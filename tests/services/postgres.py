@@ -7,7 +7,13 @@ unix socket trusts the bootstrap superuser ``postgres`` for admin work.
 
 initdb and postgres refuse to run as root: when the test process is root they
 run as the ``postgres`` system user (Debian's postgresql package creates it),
-or as a dedicated unprivileged ``optasia-pgtest`` user created on demand.
+or as a dedicated unprivileged ``optasia-pgtest`` user created on demand
+(``setpriv`` switches the user, with no PAM session in between).
+
+The postmaster runs in the foreground as a child of the test process (not
+daemonized by pg_ctl), so :meth:`PostgresServer.stop` can wait for it and, as a
+safety net, the kernel stops it (SIGTERM) when the test process dies without
+tearing down (parent-death signal, set when started from the main thread).
 
     with PostgresServer() as pg:
         with pg.connect() as conn:
@@ -27,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -59,7 +66,7 @@ _FAST_SETTINGS = {
 
 
 def find_pg_bindir() -> Path:
-    """Directory with initdb/pg_ctl/postgres: $PG_BINDIR, ``pg_config --bindir``,
+    """Directory with initdb/postgres: $PG_BINDIR, ``pg_config --bindir``,
     or the newest /usr/lib/postgresql/*/bin."""
     candidates: list[str] = []
     if os.environ.get("PG_BINDIR"):
@@ -79,10 +86,10 @@ def find_pg_bindir() -> Path:
 
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=major, reverse=True)
     for c in candidates:
-        if c and os.access(os.path.join(c, "initdb"), os.X_OK) and os.access(os.path.join(c, "pg_ctl"), os.X_OK):
+        if c and os.access(os.path.join(c, "initdb"), os.X_OK) and os.access(os.path.join(c, "postgres"), os.X_OK):
             return Path(c)
     raise ServiceError(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found: install them "
+        "PostgreSQL server binaries (initdb, postgres) not found: install them "
         "(Debian: apt-get install -y postgresql) or set PG_BINDIR"
     )
 
@@ -112,7 +119,7 @@ class PostgresServer:
       password          the role's password (default: generated)
       base_dir          parent of the temp dir (default: /tmp, which the server user can reach)
       settings          extra postgresql.conf settings (override the fast defaults)
-      startup_timeout   seconds for pg_ctl start (default 60)
+      startup_timeout   seconds until the server accepts connections (default 60)
       keep_dir          keep the temp dir after stop() (also env OPTASIA_KEEP_TEST_DIRS=1)
 
     Attributes after start(): host, port, dbname, user, password, jdbc_url, dsn,
@@ -144,7 +151,7 @@ class PostgresServer:
         self.bindir = find_pg_bindir()
         self.port = 0
         self.work_dir: Path | None = None
-        self._running = False
+        self._proc: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
         if os.geteuid() == 0:
             pw = _ensure_system_user()
@@ -237,7 +244,7 @@ class PostgresServer:
         self.stop()
 
     def start(self) -> "PostgresServer":
-        if self._running:
+        if self._proc is not None:
             return self
         t0 = time.monotonic()
         self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -253,16 +260,16 @@ class PostgresServer:
             for attempt in range(3):
                 self.port = free_port()
                 self._write_conf()
-                if self._pg_ctl_start():
+                if self._start_postmaster():
                     break
-                if "could not bind" not in self._log_tail(30) and "in use" not in self._log_tail(30):
+                if not re.search(r"could not bind|already in use", self._log_tail(30)):
                     raise ServiceError(
-                        f"PostgreSQL did not start (pg_ctl start); last lines of {self.log_path}:\n"
-                        + self._log_tail()
+                        f"PostgreSQL did not start (exit {self._proc.returncode}); last lines of "
+                        f"{self.log_path}:\n" + self._log_tail()
                     )
+                self._proc = None
             else:
                 raise ServiceError("PostgreSQL could not bind a free port after 3 attempts\n" + self._log_tail())
-            self._running = True
             self._create_role_and_db()
         except BaseException:
             self.stop()
@@ -275,23 +282,37 @@ class PostgresServer:
         atexit.unregister(self.stop)
         if self.work_dir is None:
             return
-        if self.data_dir.exists() and (self.data_dir / "postmaster.pid").exists():
-            proc = self._run([str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data_dir),
-                              "-m", "immediate", "-w", "-t", "30"], check=False, timeout=60)
-            if proc.returncode != 0:
-                self._kill_postmaster()
-        self._running = False
+        if self._proc is not None and self._proc.poll() is None:
+            # SIGQUIT = immediate shutdown (pg_ctl stop -m immediate): no checkpoint.
+            self._proc.send_signal(signal.SIGQUIT)
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+        self._proc = None
         if not self.keep_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
     # ----------------------------------------------------------- internals
-    def _run(self, cmd: list[str], *, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    def _as_server_user(self, cmd: list[str], *, pdeathsig: bool = False) -> list[str]:
+        pre: list[str] = []
         if self._uid is not None:
-            cmd = ["runuser", "-u", self.os_user, "--", *cmd]
+            pre = ["setpriv", f"--reuid={self._uid}", f"--regid={self._gid}", "--init-groups"]
+        # Linux ties the parent-death signal to the forking *thread*: only from
+        # the main thread (a worker thread ending would stop the server).
+        if pdeathsig and threading.current_thread() is threading.main_thread():
+            pre = (pre or ["setpriv"]) + ["--pdeathsig", "TERM"]
+        return [*pre, "--", *cmd] if pre else cmd
+
+    def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(LC_ALL="C.UTF-8", LANG="C.UTF-8", TZ="UTC")
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              cwd=self.work_dir, stdin=subprocess.DEVNULL)
+        env.update(LC_ALL="C.UTF-8", LANG="C.UTF-8", TZ="UTC", HOME=str(self.work_dir))
+        return env
+
+    def _run(self, cmd: list[str], *, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self._as_server_user(cmd), capture_output=True, text=True, timeout=timeout,
+                              env=self._env(), cwd=self.work_dir, stdin=subprocess.DEVNULL)
         if check and proc.returncode != 0:
             raise ServiceError(
                 f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr.strip() or proc.stdout.strip()}"
@@ -333,12 +354,34 @@ class PostgresServer:
         if self._uid is not None:
             os.chown(hba, self._uid, self._gid)
 
-    def _pg_ctl_start(self) -> bool:
-        proc = self._run([
-            str(self.bindir / "pg_ctl"), "start", "-D", str(self.data_dir),
-            "-l", str(self.log_path), "-w", "-t", str(int(self.startup_timeout)),
-        ], check=False, timeout=self.startup_timeout + 30)
-        return proc.returncode == 0
+    def _start_postmaster(self) -> bool:
+        """Start postgres in the foreground; True once it accepts connections,
+        False if it exited (the caller reads the log)."""
+        import psycopg
+
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                self._as_server_user([str(self.bindir / "postgres"), "-D", str(self.data_dir)], pdeathsig=True),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self._env(), cwd=self.work_dir, start_new_session=True,
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                return False
+            if (self.socket_dir / f".s.PGSQL.{self.port}").exists():
+                try:
+                    psycopg.connect(self.admin_dsn, connect_timeout=2).close()
+                    return True
+                except psycopg.OperationalError:
+                    pass  # "the database system is starting up"
+            time.sleep(0.05)
+        self._proc.kill()
+        self._proc.wait(timeout=10)
+        raise ServiceError(
+            f"PostgreSQL did not accept connections within {self.startup_timeout:.0f}s; "
+            f"last lines of {self.log_path}:\n" + self._log_tail()
+        )
 
     def _create_role_and_db(self) -> None:
         from psycopg import sql
@@ -348,17 +391,6 @@ class PostgresServer:
                 sql.Identifier(self.user), sql.Literal(self.password)))
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                 sql.Identifier(self.dbname), sql.Identifier(self.user)))
-
-    def _kill_postmaster(self) -> None:
-        try:
-            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
-            os.kill(pid, signal.SIGQUIT)
-            for _ in range(50):
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            os.kill(pid, signal.SIGKILL)
-        except (OSError, ValueError, IndexError):
-            pass
 
     def _log_tail(self, lines: int = 40) -> str:
         try:
