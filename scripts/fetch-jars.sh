@@ -121,7 +121,8 @@ WORK="$(mktemp -d "$OPTASIA_CACHE/.fetch-jars.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 LOG="$WORK/mvn.log"
 
-MVN_ARGS=(-B -q -Dstyle.color=never -f "$POM" "-Dmaven.repo.local=$M2_REPO" "-Dhadoop.version=$HADOOP_VERSION")
+MVN_ARGS=(-B -q -Dstyle.color=never -f "$POM" "-Dmaven.repo.local=$M2_REPO" "-Dhadoop.version=$HADOOP_VERSION"
+    "-Doptasia.build.dir=$WORK/target" "-Dmdep.markersDirectory=$WORK/markers")
 [ "$OFFLINE" = 1 ] && MVN_ARGS+=(-o)
 
 run_mvn() {
