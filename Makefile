@@ -1,0 +1,61 @@
+# The user's verbs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+include versions.env
+
+OPTASIA_HOME ?= /opt/optasia
+OPTASIA_CACHE ?= $(OPTASIA_HOME)/cache
+export OPTASIA_HOME OPTASIA_CACHE
+export PIP_CACHE_DIR ?= $(OPTASIA_CACHE)/pip
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+RESULTS ?= results
+
+# make data
+BATCH ?= $(shell date -u +%Y-%m-%d)_$(shell [ $$(date -u +%H) -lt 12 ] && echo a || echo b)
+LANDING ?= $(OPTASIA_HOME)/landing
+SUBSCRIBERS ?= 20000
+TRANSACTIONS ?= 100000
+DIRTY ?= 0.05
+SEED ?= 1
+
+.PHONY: help
+help: ## list the verbs
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+.PHONY: deps
+deps: $(VENV)/.deps-stamp ## install the pinned Python packages into .venv
+$(VENV)/.deps-stamp: pyproject.toml | $(PY)
+	@echo "installing pinned Python packages (cache: $(PIP_CACHE_DIR)) ..."
+	$(PY) -m pip install --quiet -e '.[spark,test]'
+	@touch $@
+
+.PHONY: jars
+jars: ## fetch the Hadoop jars and the PostgreSQL JDBC driver into the cache (Maven)
+	bash scripts/fetch-jars.sh
+
+.PHONY: data
+data: deps ## generate one batch: make data BATCH=2024-03-01_a LANDING=/tmp/landing TRANSACTIONS=100000
+	$(PY) -m spark_jobs.datagen --landing $(LANDING) --batch-id $(BATCH) \
+	  --subscribers $(SUBSCRIBERS) --transactions $(TRANSACTIONS) --dirty-share $(DIRTY) --seed $(SEED)
+
+.PHONY: test
+test: deps jars ## the whole test suite, as CI runs it
+	$(PYTEST) -q -p no:cacheprovider tests
+
+.PHONY: test-fast
+test-fast: deps ## unit tests only (no PostgreSQL/HDFS/Docker) for the inner loop
+	$(PYTEST) -q -m "not integration and not e2e" tests/unit
+
+.PHONY: test-integration
+test-integration: deps jars ## Spark job against a real PostgreSQL and HDFS started by the tests
+	$(PYTEST) -q -m integration tests/integration
+
+.PHONY: bench-etl
+bench-etl: deps jars ## Spark job vs DuckDB reference on 1M and 5M transactions; table in results/
+	$(PY) benchmarks/bench_etl.py --results $(RESULTS)/bench-etl.md
