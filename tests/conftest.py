@@ -59,6 +59,15 @@ def hdfs():
         yield cluster
 
 
+@pytest.fixture(scope="session")
+def spark_hdfs(spark, hdfs):
+    """The Spark session with the HDFS cluster's client settings applied."""
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in hdfs.client_conf.items():
+        conf.set(key, str(value))
+    return spark
+
+
 _db_counter = iter(range(1, 1_000_000))
 
 

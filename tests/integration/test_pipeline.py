@@ -110,7 +110,8 @@ def area(hdfs):
 
 
 @pytest.fixture
-def job(spark, store_db, area):
+def job(spark_hdfs, store_db, area):
+    spark = spark_hdfs
     """Lands a batch's files and runs it."""
     fs = HadoopFs(spark)
 

@@ -1,7 +1,7 @@
 """The real test services work: PostgreSQL, HDFS, and Spark against both.
 
-Session-scoped fixtures live here for now (they will move to tests/conftest.py);
-their names differ from conftest's ``pg``/``hdfs``/``spark`` so nothing is shadowed.
+The services are conftest's session fixtures ``pg``/``hdfs``/``spark_hdfs``,
+shared with every integration test (one server and one cluster per run).
 """
 
 from __future__ import annotations
@@ -13,43 +13,24 @@ import uuid
 
 import pytest
 
-from tests.services import postgres_jdbc_jar
-from tests.services.hdfs import HdfsCluster, HdfsCommandError
-from tests.services.postgres import PostgresServer
+from tests.services.hdfs import HdfsCommandError
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
-def postgres_server():
-    with PostgresServer() as server:
-        yield server
+def postgres_server(pg):
+    return pg
 
 
 @pytest.fixture(scope="session")
-def hdfs_cluster():
-    with HdfsCluster() as cluster:
-        yield cluster
+def hdfs_cluster(hdfs):
+    return hdfs
 
 
 @pytest.fixture(scope="session")
-def spark_session(hdfs_cluster):
-    from pyspark.sql import SparkSession
-
-    jar = postgres_jdbc_jar()
-    builder = (
-        SparkSession.builder.master("local[1]")
-        .appName("test_services")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .config("spark.jars", jar)
-        .config("spark.driver.extraClassPath", jar)
-    )
-    for key, value in hdfs_cluster.spark_conf.items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    yield session
-    session.stop()
+def spark_session(spark_hdfs):
+    return spark_hdfs
 
 
 # --------------------------------------------------------------- PostgreSQL
