@@ -32,12 +32,44 @@ $(PY):
 deps: $(VENV)/.deps-stamp ## install the pinned Python packages into .venv
 $(VENV)/.deps-stamp: pyproject.toml | $(PY)
 	@echo "installing pinned Python packages (cache: $(PIP_CACHE_DIR)) ..."
-	$(PY) -m pip install --quiet -e '.[spark,test]'
+	$(PY) -m pip install --quiet -e '.[spark,test,ops]'
 	@touch $@
 
 .PHONY: jars
 jars: ## fetch the Hadoop jars and the PostgreSQL JDBC driver into the cache (Maven)
 	bash scripts/fetch-jars.sh
+
+.PHONY: up
+up: deps ## provision this host: Docker, images, both stacks (= ansible-playbook site.yml)
+	$(VENV)/bin/ansible-playbook site.yml $(ANSIBLE_ARGS)
+
+.PHONY: health
+health: ## NameNode, PostgreSQL (and Airflow) health in one table; non-zero exit when unhealthy
+	@python3 scripts/health.py
+
+.PHONY: down
+down: deps ## stop both stacks, keep data
+	$(VENV)/bin/ansible-playbook ansible/teardown.yml $(ANSIBLE_ARGS)
+
+.PHONY: destroy
+destroy: deps ## stop both stacks and drop volumes, network, secrets (asks unless FORCE=1)
+	@if [ "$(FORCE)" != 1 ]; then \
+	  read -r -p "Remove all data of the bundle (volumes, secrets) in $(OPTASIA_HOME)? [y/N] " a; \
+	  [ "$$a" = y ] || [ "$$a" = Y ] || { echo "nothing removed"; exit 1; }; fi
+	$(VENV)/bin/ansible-playbook ansible/teardown.yml -e teardown_destroy=true $(ANSIBLE_ARGS)
+
+SERVICE ?=
+.PHONY: logs
+logs: ## follow a service's logs: make logs SERVICE=namenode (postgres, namenode, datanode)
+	@for p in $(OPTASIA_HOME)/infrastructure $(OPTASIA_HOME)/airflow; do \
+	  if [ -f $$p/docker-compose.yml ] && docker compose --project-directory $$p config --services | grep -qx "$(SERVICE)"; then \
+	    exec docker compose --project-directory $$p logs --tail 200 -f $(SERVICE); fi; done; \
+	  echo "no service '$(SERVICE)'; try: make logs SERVICE=namenode" >&2; exit 1
+
+.PHONY: lint
+lint: deps ## ansible-lint (production profile) and yamllint
+	$(VENV)/bin/yamllint -s .
+	$(VENV)/bin/ansible-lint --profile production site.yml ansible/teardown.yml
 
 .PHONY: data
 data: deps ## generate one batch: make data BATCH=2024-03-01_a LANDING=/tmp/landing TRANSACTIONS=100000
