@@ -2,7 +2,7 @@
 # Make the base image `debian:bookworm-slim` available to the local Docker engine.
 #
 #   1. already there                      -> nothing to do
-#   2. `docker pull` (at most $PULL_TIMEOUT s, default 20) -> done
+#   2. `docker pull` (at most $BASE_IMAGE_PULL_TIMEOUT s, default 20) -> done
 #   3. cached tarball $OPTASIA_CACHE/base/debian-bookworm-slim.tar -> `docker import`
 #   4. otherwise debootstrap (--variant=minbase bookworm) from the host's Debian
 #      mirror into a temp rootfs, slim it, save the tarball (step 3 on later runs),
@@ -20,10 +20,11 @@
 #   OPTASIA_HOME   bundle home (default /opt/optasia)
 #   OPTASIA_CACHE  download/build cache (default $OPTASIA_HOME/cache)
 #   BASE_IMAGE     tag to provide (default debian:bookworm-slim)
-#   DEBIAN_MIRROR  mirror for debootstrap and the image's apt (default: the host's
-#                  first bookworm mirror from /etc/apt, else http://deb.debian.org/debian)
-#   DEBIAN_SECURITY_MIRROR  (default: the host's, else http://deb.debian.org/debian-security)
-#   PULL_TIMEOUT   seconds for the `docker pull` attempt (default 20; 0 skips pulling)
+#   BASE_IMAGE_MIRROR  Debian mirror for debootstrap and the image's apt (default, or
+#                  empty: the host's first bookworm mirror from /etc/apt, else
+#                  http://deb.debian.org/debian); the image gets it as http://
+#   BASE_IMAGE_SECURITY_MIRROR  (default: the host's, else http://deb.debian.org/debian-security)
+#   BASE_IMAGE_PULL_TIMEOUT  seconds for the `docker pull` attempt (default 20; 0 skips pulling)
 set -euo pipefail
 
 BASE_IMAGE="${BASE_IMAGE:-debian:bookworm-slim}"
@@ -31,7 +32,7 @@ SUITE=bookworm
 OPTASIA_HOME="${OPTASIA_HOME:-/opt/optasia}"
 OPTASIA_CACHE="${OPTASIA_CACHE:-$OPTASIA_HOME/cache}"
 TARBALL="$OPTASIA_CACHE/base/debian-$SUITE-slim.tar"
-PULL_TIMEOUT="${PULL_TIMEOUT:-20}"
+PULL_TIMEOUT="${BASE_IMAGE_PULL_TIMEOUT:-20}"
 FORCE=0
 
 say() { printf 'build-base-image: %s\n' "$*" >&2; }
@@ -124,9 +125,9 @@ fi
 [ "$(id -u)" = 0 ] || die "debootstrap needs root" "rerun as root (sudo $0), or load a $BASE_IMAGE image from elsewhere (docker load)"
 command -v debootstrap >/dev/null || die "debootstrap is not installed" "apt-get install debootstrap, then rerun"
 
-MIRROR="${DEBIAN_MIRROR:-$(host_mirror)}"
+MIRROR="${BASE_IMAGE_MIRROR:-$(host_mirror)}"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
-SEC_MIRROR="${DEBIAN_SECURITY_MIRROR:-$(host_mirror security)}"
+SEC_MIRROR="${BASE_IMAGE_SECURITY_MIRROR:-$(host_mirror security)}"
 SEC_MIRROR="${SEC_MIRROR:-http://deb.debian.org/debian-security}"
 IMAGE_MIRROR="$(to_http "$MIRROR")"
 IMAGE_SEC_MIRROR="$(to_http "$SEC_MIRROR")"
@@ -159,7 +160,7 @@ if ! debootstrap --variant=minbase --arch="$ARCH" "${keyring_opt[@]}" "$SUITE" "
     [ -f "$ROOTFS/debootstrap/debootstrap.log" ] && tail -n 25 "$ROOTFS/debootstrap/debootstrap.log" >&2
     die "debootstrap failed (log above)" \
         "check that $MIRROR is reachable from this host (apt-get update works?)," \
-        "or set DEBIAN_MIRROR=http://your-mirror/debian and rerun"
+        "or set BASE_IMAGE_MIRROR=http://your-mirror/debian and rerun"
 fi
 say "debootstrap done in $(( $(date +%s) - t0 ))s; slimming the rootfs ..."
 
