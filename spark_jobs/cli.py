@@ -29,6 +29,8 @@ def _common_batch(p: argparse.ArgumentParser, inputs: bool):
     p.add_argument("--batch-id", required=True, help="YYYY-MM-DD_a or YYYY-MM-DD_b")
     p.add_argument("--warehouse-uri", required=True,
                    help="Hadoop URI of the warehouse, e.g. hdfs://namenode:8020/warehouse")
+    p.add_argument("--staging-uri", default="",
+                   help="where partitions are staged before the rename (default <warehouse>/_staging)")
     if inputs:
         p.add_argument("--input-uri", required=True,
                        help="Hadoop URI of the folder holding <batch_id>/subscribers.csv and transactions.csv")
@@ -71,6 +73,7 @@ def _config(args) -> JobConfig:
         allowed_channels=parse_channels(getattr(args, "allowed_channels", None)),
         pending_ttl_days=getattr(args, "pending_ttl_days", 7),
         force=getattr(args, "force", False),
+        staging_uri=args.staging_uri,
     )
 
 

@@ -150,6 +150,11 @@ def database_from(jdbc_url: str, user: str | None = None, password_file: str | N
                     sslmode=params.get("sslmode"))
 
 
+def _authority(uri: str) -> tuple[str, str]:
+    parts = urlsplit(uri)
+    return parts.scheme or "file", parts.netloc
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """Everything one run of the job needs."""
@@ -162,11 +167,17 @@ class JobConfig:
     pending_ttl_days: int = 7
     force: bool = False     # allow rerunning a batch older than the latest one
     jdbc_write_partitions: int = 2
+    staging_uri: str = ""   # where partitions are written before the rename; same filesystem
+                            # as the warehouse (default <warehouse>/_staging)
 
     def __post_init__(self):
         parse_batch_id(self.batch_id)
         if self.pending_ttl_days < 0:
             raise ConfigError("pending TTL must be 0 or more days")
+        if self.staging_uri and _authority(self.staging_uri) != _authority(self.warehouse_uri):
+            raise ConfigError(
+                f"staging {self.staging_uri} and warehouse {self.warehouse_uri} must be on the same "
+                "filesystem: a partition is published by one rename")
 
     @property
     def batch_date(self) -> dt.date:
@@ -178,5 +189,9 @@ class JobConfig:
     def partition_path(self, dataset: str) -> str:
         return f"{self.warehouse_uri.rstrip('/')}/{dataset}/batch_id={self.batch_id}"
 
+    @property
+    def staging_root(self) -> str:
+        return (self.staging_uri or f"{self.warehouse_uri.rstrip('/')}/_staging").rstrip("/")
+
     def staging_path(self, run_id: int) -> str:
-        return f"{self.warehouse_uri.rstrip('/')}/_staging/{self.batch_id}/run-{run_id}"
+        return f"{self.staging_root}/{self.batch_id}/run-{run_id}"

@@ -309,7 +309,7 @@ def publish_batch(spark: SparkSession, cfg: JobConfig, store: Store, run_id: int
                            f"rerun batch {cfg.batch_id}")
         store.mark_published(cfg.batch_id, applied)
         fs.delete(f"{cfg.warehouse_uri.rstrip('/')}/_trash/{cfg.batch_id}")
-        fs.delete(f"{cfg.warehouse_uri.rstrip('/')}/_staging/{cfg.batch_id}")
+        fs.delete(f"{cfg.staging_root}/{cfg.batch_id}")
     return applied
 
 
@@ -367,7 +367,7 @@ def abandon_batch(spark: SparkSession, cfg: JobConfig) -> int | None:
         for ds in DATASETS:
             if fs.exists(cfg.partition_path(ds)):
                 fs.rename(cfg.partition_path(ds), f"{aside}/{ds}")
-        staging = f"{cfg.warehouse_uri.rstrip('/')}/_staging/{cfg.batch_id}"
+        staging = f"{cfg.staging_root}/{cfg.batch_id}"
         if fs.exists(staging):
             fs.rename(staging, f"{aside}/_staging")
         return store.abandon(cfg.batch_id)

@@ -272,14 +272,27 @@ def test_failure_between_write_and_rename_publishes_nothing(job, monkeypatch):
     assert job.run("2024-03-10_a").metrics == C_METRICS
 
 
-def test_stage_then_publish_in_two_steps(job, spark):
-    job.run("2024-03-01_a")
-    staged = job.run("2024-03-01_b", publish=False)
+def test_stage_then_publish_in_two_steps_with_separate_staging(job, spark_hdfs, area):
+    staging = area["warehouse"].rsplit("/", 1)[0] + "/staging"
+    job.run("2024-03-01_a", staging_uri=staging)
+    staged = job.run("2024-03-01_b", publish=False, staging_uri=staging)
     assert not job.exists("2024-03-01_b")
-    assert pipeline.publish_only(spark, job.config("2024-03-01_b")) == staged.run_id
+    fs = HadoopFs(spark_hdfs)
+    assert fs.exists(f"{staging}/2024-03-01_b/run-{staged.run_id}/transactions/_metrics.json")
+    cfg = job.config("2024-03-01_b", staging_uri=staging)
+    assert pipeline.publish_only(spark_hdfs, cfg) == staged.run_id
     assert job.metrics_file("2024-03-01_b")["metrics"] == B_METRICS
+    assert not fs.exists(f"{staging}/2024-03-01_b")
     # publishing again is a no-op
-    assert pipeline.publish_only(spark, job.config("2024-03-01_b")) == staged.run_id
+    assert pipeline.publish_only(spark_hdfs, cfg) == staged.run_id
+
+
+def test_staging_on_another_filesystem_is_refused(store_db):
+    from spark_jobs.config import ConfigError
+
+    with pytest.raises(ConfigError, match="must be on the same filesystem"):
+        JobConfig(batch_id="2024-03-01_a", input_uri="file:///in", warehouse_uri="hdfs://nn:8020/w",
+                  database=store_db, staging_uri="file:///tmp/staging")
 
 
 def test_abandon_undoes_changes_and_keeps_landing_files(job, spark, area):
