@@ -91,3 +91,7 @@ test-integration: deps jars ## Spark job against a real PostgreSQL and HDFS star
 .PHONY: bench-etl
 bench-etl: deps jars ## Spark job vs DuckDB reference on 1M and 5M transactions; table in results/
 	$(PY) benchmarks/bench_etl.py --results $(RESULTS)/bench-etl.md
+
+.PHONY: bench-up
+bench-up: deps ## DESTRUCTIVE: cold/warm/no-change `make up` times and idle memory; table in results/
+	$(PY) benchmarks/bench_up.py --results $(RESULTS)/bench-up.md
