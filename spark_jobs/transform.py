@@ -66,7 +66,9 @@ def _quoted_line_parser():
     """
     def parse(line):
         import csv
+        import sys
 
+        csv.field_size_limit(sys.maxsize)  # a field is as long as its line: no 128 KiB cap
         try:
             rows = list(csv.reader([line], strict=True))
         except csv.Error:
