@@ -137,10 +137,16 @@ namenode_status() {  # host port -> "state safemode(on|off)"; 1 if not answering
 healthcheck() {
     local role="${1:-}"
     if [ -z "$role" ]; then  # the daemon this container runs (PID 1, or under an init)
-        if grep -q -a -s -e '-Dproc_namenode' /proc/[0-9]*/cmdline; then role=namenode
-        elif grep -q -a -s -e '-Dproc_datanode' /proc/[0-9]*/cmdline; then role=datanode
-        else return 0  # no daemon in this container
-        fi
+        local f cmd
+        for f in /proc/[0-9]*/cmdline; do
+            cmd="$(tr '\0' ' ' <"$f" 2>/dev/null)" || continue
+            case "${cmd%% *}" in java|*/java) ;; *) continue ;; esac
+            case "$cmd" in
+                *" -Dproc_namenode "*) role=namenode; break ;;
+                *" -Dproc_datanode "*) role=datanode; break ;;
+            esac
+        done
+        [ -n "$role" ] || return 0  # no daemon in this container (a client)
     fi
     case "$role" in
         namenode)
