@@ -4,8 +4,16 @@
 #   optasia/postgres:<POSTGRES_MAJOR>-<inputs>   from roles/postgres/files
 #   optasia/hadoop:<HADOOP_VERSION>-<inputs>     from roles/hadoop/files + the cached
 #                                                Hadoop jars and web UI (scripts/fetch-jars.sh)
+#   optasia/airflow:<AIRFLOW_VERSION>-<inputs>   (target airflow) from roles/airflow/files/airflow
+#                                                + the cached wheels of its lock (scripts/fetch-wheels.sh);
+#                                                AIRFLOW_VERSION = apache-airflow in that lock
+#   optasia/spark-job:<JOB_VERSION>-<inputs>     (target sparkjob) from roles/airflow/files/spark-job
+#                                                + a copy of spark_jobs/, the cached wheels of its lock
+#                                                and the PostgreSQL JDBC jar (scripts/fetch-jars.sh);
+#                                                JOB_VERSION = the version in pyproject.toml
 #
-# each also tagged :<POSTGRES_MAJOR> / :<HADOOP_VERSION> and :latest. <inputs> is
+# each also tagged :<POSTGRES_MAJOR> / :<HADOOP_VERSION> / :<AIRFLOW_VERSION> /
+# :<JOB_VERSION> and :latest. <inputs> is
 # the first 12 hex digits of a SHA-256 over the staged build context (every
 # file's path, mode and content), the base image's layers and the build
 # arguments; the image carries it whole as LABEL optasia.inputs-hash. An image
@@ -21,7 +29,7 @@
 #   hadoop, Java's cacerts) -- for sites behind a TLS-intercepting proxy. Part of
 #   the inputs hash: changing the bundle rebuilds the images.
 #
-# Usage: scripts/build-images.sh [postgres|hadoop|all]...   (default: all)
+# Usage: scripts/build-images.sh [postgres|hadoop|airflow|sparkjob|all]...   (default: all)
 # Output: progress on stderr; on stdout one final line per image:
 #   image optasia/hadoop:3.4.2-0123456789ab built
 #   image optasia/postgres:15-0123456789ab up to date
@@ -51,19 +59,30 @@ die() {
 IMAGES=()
 for arg in "$@"; do
     case "$arg" in
-        all) IMAGES+=(postgres hadoop) ;;
-        postgres|hadoop) IMAGES+=("$arg") ;;
+        all) IMAGES+=(postgres hadoop airflow sparkjob) ;;
+        postgres|hadoop|airflow|sparkjob) IMAGES+=("$arg") ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
-        *) die "unknown image: $arg" "images: postgres, hadoop, all" ;;
+        *) die "unknown image: $arg" "images: postgres, hadoop, airflow, sparkjob, all" ;;
     esac
 done
-[ "${#IMAGES[@]}" -gt 0 ] || IMAGES=(postgres hadoop)
+[ "${#IMAGES[@]}" -gt 0 ] || IMAGES=(postgres hadoop airflow sparkjob)
 
 # shellcheck source=../versions.env
 . "$REPO_ROOT/versions.env"
 : "${HADOOP_VERSION:?HADOOP_VERSION missing in versions.env}"
 : "${POSTGRES_MAJOR:?POSTGRES_MAJOR missing in versions.env}"
 : "${JAVA_MAJOR:?JAVA_MAJOR missing in versions.env}"
+: "${POSTGRES_JDBC_VERSION:?POSTGRES_JDBC_VERSION missing in versions.env}"
+
+# Image name and source folder per target (postgres/hadoop: roles/<image>/files).
+image_repo() { case "$1" in sparkjob) echo spark-job ;; *) echo "$1" ;; esac; }
+image_src() {
+    case "$1" in
+        airflow) echo "$REPO_ROOT/roles/airflow/files/airflow" ;;
+        sparkjob) echo "$REPO_ROOT/roles/airflow/files/spark-job" ;;
+        *) echo "$REPO_ROOT/roles/$1/files" ;;
+    esac
+}
 
 if [ -z "${DOCKER_BUILDKIT:-}" ]; then
     if docker buildx version >/dev/null 2>&1; then export DOCKER_BUILDKIT=1; else export DOCKER_BUILDKIT=0; fi
@@ -98,8 +117,30 @@ stage_extra_ca() {  # dest_dir
     say "added $(find "$dest" -name '*.crt' | wc -l) extra CA certificate(s) from $EXTRA_CA_CERTIFICATES"
 }
 
+# Hard links from the cache where possible (same filesystem), else copies.
+link_or_copy() {  # src... dest_dir
+    cp -l "$@" 2>/dev/null || cp "$@"
+}
+
+# The locked wheels (scripts/fetch-wheels.sh fills the cache when needed).
+stage_wheels() {  # target dest_dir
+    local target="$1" dest="$2" out dir f
+    local -a files=()
+    out="$(bash "$SCRIPT_DIR/fetch-wheels.sh" "$target")" \
+        || die "[$target] the Python wheels are not cached and could not be fetched (see above)" \
+               "run 'bash scripts/fetch-wheels.sh $target' on a host that reaches PyPI, then rerun"
+    dir="$(sed -n "s/^WHEELS_${target^^}=//p" <<<"$out")"
+    [ -f "$dir/requirements.txt" ] || die "[$target] $dir has no requirements.txt" \
+        "the wheel cache looks incomplete: run 'bash scripts/fetch-wheels.sh --force $target'"
+    mkdir -p "$dest"
+    for f in $(sed -n 's/.*# file: //p' "$dir/requirements.txt"); do files+=("$dir/$f"); done
+    link_or_copy "${files[@]}" "$dir/requirements.txt" "$dest/"
+}
+
 stage() {  # image -> prints the staged context dir
-    local image="$1" src="$REPO_ROOT/roles/$1/files" ctx="$BUILD_ROOT/$1" tmp
+    local image="$1" src ctx tmp
+    src="$(image_src "$1")"
+    ctx="$BUILD_ROOT/$(image_repo "$1")"
     [ -f "$src/Dockerfile" ] || die "$src/Dockerfile is missing" "this script must stay in scripts/ of the bundle checkout"
     mkdir -p "$BUILD_ROOT"
     tmp="$(mktemp -d "$BUILD_ROOT/.$image.XXXXXX")"
@@ -122,6 +163,21 @@ stage() {  # image -> prints the staged context dir
         cp -a "$lib" "$tmp/lib"
         mkdir -p "$tmp/hdfs"
         cp -a "$webapps" "$tmp/hdfs/webapps"
+    fi
+    if [ "$image" = airflow ] || [ "$image" = sparkjob ]; then
+        stage_wheels "$image" "$tmp/wheels"
+    fi
+    if [ "$image" = sparkjob ]; then
+        local jar
+        jar="$(bash "$SCRIPT_DIR/fetch-jars.sh" --print-paths | sed -n 's/^POSTGRES_JDBC_JAR=//p')" \
+            || die "the PostgreSQL JDBC jar is not cached and could not be fetched (see above)" \
+                   "run 'bash scripts/fetch-jars.sh' on a host that reaches Maven Central, then rerun"
+        [ -s "$jar" ] || die "the PostgreSQL JDBC jar $jar is missing" "run 'bash scripts/fetch-jars.sh --force'"
+        mkdir -p "$tmp/jars"
+        link_or_copy "$jar" "$tmp/jars/postgresql.jar"
+        # The job's code, without byte code (tests on the host must not change the inputs).
+        cp -a "$REPO_ROOT/spark_jobs" "$tmp/spark_jobs"
+        find "$tmp/spark_jobs" \( -name __pycache__ -o -name '*.pyc' -o -name '*.pyo' \) -prune -exec rm -rf {} +
     fi
     rm -rf "$ctx.old"
     [ -e "$ctx" ] && mv "$ctx" "$ctx.old"
@@ -147,10 +203,19 @@ RESULTS=()
 build_one() {
     local image="$1" ctx hash short version major repo tag existing t0 log state
     local -a args
-    repo="$IMAGE_PREFIX/$image"
+    repo="$IMAGE_PREFIX/$(image_repo "$image")"
     case "$image" in
         postgres) major="$POSTGRES_MAJOR"; args=("PG_MAJOR=$POSTGRES_MAJOR") ;;
         hadoop)   major="$HADOOP_VERSION"; args=("HADOOP_VERSION=$HADOOP_VERSION" "JAVA_MAJOR=$JAVA_MAJOR") ;;
+        airflow)
+            major="$(sed -n 's/^apache-airflow==\([^ ]*\).*/\1/p' "$(image_src airflow)/requirements.lock")"
+            [ -n "$major" ] || die "no apache-airflow pin in $(image_src airflow)/requirements.lock" \
+                "re-resolve it: scripts/fetch-wheels.sh --lock airflow"
+            args=() ;;
+        sparkjob)
+            major="$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$REPO_ROOT/pyproject.toml" | head -n1)"
+            [ -n "$major" ] || die "no version in $REPO_ROOT/pyproject.toml"
+            args=("JAVA_MAJOR=$JAVA_MAJOR" "POSTGRES_JDBC_VERSION=$POSTGRES_JDBC_VERSION") ;;
     esac
     say "[$image] staging the build context ..."
     ctx="$(stage "$image")"
@@ -182,13 +247,27 @@ build_one() {
     log="$BUILD_ROOT/$image.build.log"
     say "[$image] building $tag (inputs changed or first build; log: $log) ..."
     t0=$(date +%s)
-    if ! docker build --pull=false --rm --force-rm \
-            --label "optasia.inputs-hash=$hash" \
-            --label "optasia.image=$image" \
-            --label "optasia.version=$version" \
-            "${build_args[@]}" "${proxy_args[@]+"${proxy_args[@]}"}" \
-            -t "$tag" -t "$repo:$major" -t "$repo:latest" \
-            "$ctx" 2>&1 | tee "$log" | sed -u -n "s/^\(Step [0-9]*\/[0-9]*\) : \(.\{0,100\}\).*/build-images: [$image] \1 \2/p" >&2; then
+    local attempt=1 ok=0
+    while :; do
+        if docker build --pull=false --rm --force-rm \
+                --label "optasia.inputs-hash=$hash" \
+                --label "optasia.image=$image" \
+                --label "optasia.version=$version" \
+                "${build_args[@]+"${build_args[@]}"}" "${proxy_args[@]+"${proxy_args[@]}"}" \
+                -t "$tag" -t "$repo:$major" -t "$repo:latest" \
+                "$ctx" 2>&1 | tee "$log" | sed -u -n "s/^\(Step [0-9]*\/[0-9]*\) : \(.\{0,100\}\).*/build-images: [$image] \1 \2/p" >&2; then
+            ok=1; break
+        fi
+        # An intermediate image removed under the build (a concurrent `docker rmi`
+        # or `docker image prune` on the same engine): one more try.
+        if [ "$attempt" -lt 2 ] && grep -q -E 'unknown parent image ID|No such image: sha256' "$log"; then
+            say "[$image] an intermediate image vanished during the build (concurrent prune/rmi on this engine?): building again"
+            attempt=$((attempt + 1))
+            continue
+        fi
+        break
+    done
+    if [ "$ok" != 1 ]; then
         tail -n 30 "$log" >&2
         die "[$image] docker build failed (last lines above; full log: $log)" \
             "apt failures: check that the base image reaches Debian's mirror over http:" \
@@ -204,11 +283,25 @@ build_one() {
         for old in $(docker images "$repo" --format '{{.Repository}}:{{.Tag}}' | grep -E ":$major-[0-9a-f]{12}\$" | grep -v -x -F "$tag" || true); do
             docker rmi "$old" >/dev/null 2>&1 && say "[$image] removed the previous build's tag $old" || true
         done
+        # Multi-stage images (airflow, sparkjob) leave their build stage as an
+        # untagged image labelled optasia.build-stage: the newest is the next
+        # build's layer cache, older ones are dead weight.
+        for old in $(docker images -q --filter dangling=true --filter "label=optasia.build-stage=$image" | tail -n +2); do
+            docker rmi "$old" >/dev/null 2>&1 && say "[$image] removed an older build stage ($old)" || true
+        done
     fi
     RESULTS+=("image $tag built")
 }
 
+mkdir -p "$BUILD_ROOT"
 for image in "${IMAGES[@]}"; do
+    # One run at a time per image (staging folder, tags, old-tag removal).
+    exec 8>"$BUILD_ROOT/.$image.lock"
+    if ! flock -n 8; then
+        say "[$image] another build-images run is building this image; waiting for it"
+        flock 8
+    fi
     build_one "$image"
+    exec 8>&-
 done
 printf '%s\n' "${RESULTS[@]}"
