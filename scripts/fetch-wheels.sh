@@ -123,10 +123,19 @@ if [ "$MODE" = check ]; then
 fi
 
 command -v "$PYTHON" >/dev/null 2>&1 || die "no host Python ('$PYTHON') found" "install python3 (and python3-venv), or set PYTHON=/path/to/python3"
-"$PYTHON" -m pip --version >/dev/null 2>&1 || die "'$PYTHON -m pip' does not work" \
-    "install pip for the host interpreter (Debian: apt-get install -y python3-pip python3-venv), or set PYTHON"
 mkdir -p "$OPTASIA_CACHE/wheels" 2>/dev/null && [ -w "$OPTASIA_CACHE/wheels" ] || die "cannot write to $OPTASIA_CACHE/wheels" \
     "run as a user that may write there, or set OPTASIA_CACHE (or OPTASIA_HOME) to a writable directory"
+# pip: the interpreter's own, else (Debian's python3 comes without pip) a venv of ours.
+if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+    PIP_VENV="$OPTASIA_CACHE/tools/pip-venv"
+    if ! "$PIP_VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+        say "'$PYTHON -m pip' does not work: creating $PIP_VENV for pip"
+        rm -rf "$PIP_VENV"
+        "$PYTHON" -m venv "$PIP_VENV" >&2 || die "'$PYTHON' has neither pip nor a working venv module" \
+            "install them (Debian: apt-get install -y python3-venv), or set PYTHON=/path/to/python3 with pip"
+    fi
+    PYTHON="$PIP_VENV/bin/python"
+fi
 
 # One fetch at a time per cache (parallel builds, test sessions).
 exec 9>"$OPTASIA_CACHE/.fetch-wheels.lock"
@@ -318,9 +327,13 @@ fetch_target() {
             die "[$t] a downloaded file does not match the hash in the lock" \
                 "an index/mirror serves different files than PyPI, or the download was corrupted;" \
                 "retry, and if it persists check PIP_INDEX_URL / re-resolve: scripts/fetch-wheels.sh --lock $t"
+        elif grep -q -E 'NewConnectionError|ConnectTimeout|ProxyError|SSLError|Max retries exceeded|Could not fetch URL|Failed to establish' "$log"; then
+            die "[$t] the package index is not reachable from this host (see above)" \
+                "check https_proxy / no_proxy, PIP_INDEX_URL (a mirror) and PIP_CERT (a site CA bundle), then rerun"
         elif grep -q -E 'No matching distribution|Could not find a version' "$log"; then
-            die "[$t] a locked package has no wheel for cp311/$PIP_PLATFORM on the index" \
-                "the lock is stale or was edited by hand: scripts/fetch-wheels.sh --lock $t"
+            die "[$t] pip found no wheel for $(sed -n 's/.*No matching distribution found for \(.*\)/\1/p' "$log" | head -n1) (cp311/$PIP_PLATFORM)" \
+                "either the index is unreachable or incomplete (check https_proxy, PIP_INDEX_URL, PIP_CERT)," \
+                "or the lock is stale or was edited by hand (re-resolve: scripts/fetch-wheels.sh --lock $t)"
         fi
         die "[$t] pip download failed" "check that PyPI is reachable from this host (https_proxy, PIP_INDEX_URL, PIP_CERT), then rerun"
     fi
