@@ -47,6 +47,11 @@ up: deps ## provision this host: Docker, images, both stacks (= ansible-playbook
 health: ## NameNode, PostgreSQL (and Airflow) health in one table; non-zero exit when unhealthy
 	@python3 scripts/health.py
 
+.PHONY: admin-password
+admin-password: ## print the Airflow UI password of user admin
+	@cat $(OPTASIA_HOME)/secrets/airflow_admin_password 2>/dev/null && echo || \
+	  { echo "no password yet: run make up" >&2; exit 1; }
+
 .PHONY: down
 down: deps ## stop both stacks, keep data
 	$(VENV)/bin/ansible-playbook ansible/teardown.yml $(ANSIBLE_ARGS)
@@ -60,7 +65,7 @@ destroy: deps ## stop both stacks and drop volumes, network, secrets (asks unles
 
 SERVICE ?=
 .PHONY: logs
-logs: ## follow a service's logs: make logs SERVICE=namenode (postgres, namenode, datanode)
+logs: ## follow a service's logs: make logs SERVICE=namenode (postgres, namenode, datanode, airflow-scheduler, ...)
 	@for p in $(OPTASIA_HOME)/infrastructure $(OPTASIA_HOME)/airflow; do \
 	  if [ -f $$p/docker-compose.yml ] && docker compose --project-directory $$p config --services | grep -qx "$(SERVICE)"; then \
 	    exec docker compose --project-directory $$p logs --tail 200 -f $(SERVICE); fi; done; \

@@ -92,7 +92,52 @@ def postgres_row(endpoints: dict) -> tuple[bool, str]:
     return True, f"accepting queries; databases {out}; published on port {endpoints.get('postgres_port')}"
 
 
+def airflow_health(endpoints: dict) -> dict:
+    """The API server's /api/v2/monitor/health (no login needed), cached per run."""
+    if "_airflow_health" not in endpoints:
+        try:
+            with urllib.request.urlopen(f"{endpoints['airflow_api']}/api/v2/monitor/health", timeout=10) as resp:
+                endpoints["_airflow_health"] = json.load(resp)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            endpoints["_airflow_health"] = {"error": str(exc)}
+    return endpoints["_airflow_health"]
+
+
+def api_server_row(endpoints: dict) -> tuple[bool, str]:
+    ok, detail = docker_state(container(endpoints["airflow_project"], "airflow-api-server"))
+    health = airflow_health(endpoints)
+    if "error" in health:
+        return False, f"{detail}; {endpoints['airflow_api']} does not answer: {health['error']}"
+    db = health.get("metadatabase", {}).get("status")
+    return ok and db == "healthy", f"{detail}; UI {endpoints['airflow_api']}; metadata database {db}"
+
+
+def _component_row(endpoints: dict, service: str, key: str, heartbeat: str) -> tuple[bool, str]:
+    ok, detail = docker_state(container(endpoints["airflow_project"], service))
+    part = airflow_health(endpoints).get(key) or {}
+    status, beat = part.get("status"), part.get(heartbeat)
+    return ok and status == "healthy", f"{detail}; {key} {status or 'unknown'}, last heartbeat {beat or 'never'}"
+
+
+def scheduler_row(endpoints):
+    return _component_row(endpoints, "airflow-scheduler", "scheduler", "latest_scheduler_heartbeat")
+
+
+def dag_processor_row(endpoints):
+    return _component_row(endpoints, "airflow-dag-processor", "dag_processor", "latest_dag_processor_heartbeat")
+
+
+def triggerer_row(endpoints):
+    return _component_row(endpoints, "airflow-triggerer", "triggerer", "latest_triggerer_heartbeat")
+
+
+def worker_row(endpoints):
+    return docker_state(container(endpoints["airflow_project"], "airflow-worker"))
+
+
 ROWS = [("postgres", postgres_row), ("namenode", namenode_row), ("datanode", datanode_row)]
+AIRFLOW_ROWS = [("api-server", api_server_row), ("scheduler", scheduler_row), ("dag-processor", dag_processor_row),
+                ("triggerer", triggerer_row), ("worker", worker_row)]
 
 
 def main() -> int:
@@ -103,8 +148,14 @@ def main() -> int:
     except OSError:
         print(f"health: {path} not found: the bundle is not provisioned here (run `make up`)", file=sys.stderr)
         return 2
+    try:
+        with open(os.path.join(HOME, "endpoints-airflow.json"), encoding="utf-8") as fh:
+            endpoints.update(json.load(fh))
+    except OSError:
+        pass  # the Airflow stack is not provisioned (yet)
     results = []
-    for name, check in ROWS:
+    rows = ROWS + (AIRFLOW_ROWS if endpoints.get("airflow_api") else [])
+    for name, check in rows:
         try:
             ok, detail = check(endpoints)
         except Exception as exc:  # noqa: BLE001 - a check must never crash the table

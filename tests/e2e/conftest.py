@@ -19,6 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 HOME = os.environ.get("OPTASIA_HOME", "/opt/optasia")
 INFRA = "optasia-infrastructure"
+# The e2e SMTP server: a container on the shared network that a test starts.
+SMTP_CONTAINER = "optasia-e2e-smtp"
+# What the test inventory says, on top of the defaults (same on every run).
+EXTRA_VARS = {
+    "airflow_smtp_host": SMTP_CONTAINER,
+    "airflow_smtp_port": 1025,
+    "airflow_smtp_mail_from": "airflow@optasia.local",
+    "airflow_alert_recipients": ["ops@example.com"],
+}
 
 
 def run(cmd, *, check=True, timeout=3600, env=None, input=None, cwd=ROOT):
@@ -49,7 +58,7 @@ class Stack:
 
     def playbook(self, playbook="site.yml", *extra):
         t0 = time.monotonic()
-        p = run([str(BIN / "ansible-playbook"), playbook, *extra],
+        p = run([str(BIN / "ansible-playbook"), playbook, "-e", json.dumps(EXTRA_VARS), *extra],
                 env={"ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0", "OPTASIA_HOME": self.home})
         self.runs.append((playbook, time.monotonic() - t0, recap(p.stdout)))
         return p
@@ -65,6 +74,9 @@ class Stack:
 
     def endpoints(self):
         return json.loads(Path(self.home, "endpoints.json").read_text())
+
+    def airflow_api(self):
+        return json.loads(Path(self.home, "endpoints-airflow.json").read_text())["airflow_api"]
 
     def health(self, check=True):
         return run(["make", "health"], check=check, env={"OPTASIA_HOME": self.home})

@@ -12,7 +12,11 @@ pytestmark = pytest.mark.e2e
 
 
 def test_destroy_leaves_nothing(stack):
-    run(["make", "destroy", "FORCE=1"], env={"OPTASIA_HOME": stack.home})
+    import json
+
+    from tests.e2e.conftest import EXTRA_VARS
+
+    run(["make", "destroy", "FORCE=1", f"ANSIBLE_ARGS=-e '{json.dumps(EXTRA_VARS)}'"], env={"OPTASIA_HOME": stack.home})
     assert run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=optasia-infrastructure"]).stdout == ""
     assert run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=optasia-airflow"]).stdout == ""
     volumes = run(["docker", "volume", "ls", "-q"]).stdout.split()

@@ -1,0 +1,158 @@
+"""Provisioning II: the Airflow stack — UI and API with login, DAG runs,
+provisioned Variable and Connections, SMTP alerting through a real SMTP server,
+and a real browser logging in."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import SMTP_CONTAINER, run
+
+pytestmark = pytest.mark.e2e
+AIRFLOW = "optasia-airflow"
+ARTIFACTS = Path(os.environ.get("OPTASIA_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "results"))
+
+
+def api(stack, path, method="GET", body=None, token=None):
+    url = stack.airflow_api() + path
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def token(stack):
+    status, body = api(stack, "/auth/token", "POST",
+                       {"username": "admin", "password": stack.secret("airflow_admin_password")})
+    assert status in (200, 201), body
+    return body["access_token"]
+
+
+def test_health_has_every_airflow_row(stack):
+    out = stack.health().stdout
+    rows = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
+    for name in ("api-server", "scheduler", "dag-processor", "triggerer", "worker"):
+        assert name in rows and " healthy " in rows[name], out
+    assert "last heartbeat never" not in rows["scheduler"]
+
+
+def test_api_rejects_anonymous_and_wrong_password(stack):
+    status, _ = api(stack, "/api/v2/dags")
+    assert status in (401, 403)
+    status, _ = api(stack, "/auth/token", "POST", {"username": "admin", "password": "wrong-" + uuid.uuid4().hex})
+    assert status in (400, 401, 403)
+
+
+def test_admin_sees_the_dag(stack, token):
+    status, body = api(stack, "/api/v2/dags/optasia_etl_pipeline", token=token)
+    assert status == 200, body
+    assert body["dag_id"] == "optasia_etl_pipeline" and not body["is_paused"]
+
+
+def test_variable_and_connections_hold_the_inventory(stack, token):
+    status, var = api(stack, "/api/v2/variables/optasia_pipeline", token=token)
+    assert status == 200, var
+    pipeline = json.loads(var["value"])
+    assert pipeline["allowed_channels"] == ["SMS", "USSD", "APP", "WEB"]
+    assert pipeline["pending_ttl_days"] == 7 and pipeline["hdfs_uri"] == "hdfs://namenode:8020"
+    assert pipeline["spark_image"].startswith("optasia/spark-job")
+    status, conn = api(stack, "/api/v2/connections/optasia_store", token=token)
+    assert status == 200, conn
+    assert (conn["conn_type"], conn["host"], conn["port"], conn["schema"], conn["login"]) == (
+        "postgres", "postgres", 5432, "optasia", "optasia")
+    status, smtp = api(stack, "/api/v2/connections/smtp_default", token=token)
+    assert status == 200 and smtp["host"] == SMTP_CONTAINER and smtp["port"] == 1025, smtp
+
+
+def test_a_dag_run_succeeds_through_the_rest_api(stack, token):
+    run_id = f"e2e_{uuid.uuid4().hex[:8]}"
+    status, body = api(stack, "/api/v2/dags/optasia_etl_pipeline/dagRuns", "POST",
+                       {"dag_run_id": run_id, "logical_date": None}, token=token)
+    assert status in (200, 201), body
+    deadline = time.monotonic() + 300
+    state = None
+    while time.monotonic() < deadline:
+        status, body = api(stack, f"/api/v2/dags/optasia_etl_pipeline/dagRuns/{run_id}", token=token)
+        state = body.get("state") if isinstance(body, dict) else None
+        if state in ("success", "failed"):
+            break
+        time.sleep(3)
+    assert state == "success", body
+
+
+def test_a_test_email_reaches_a_real_smtp_server(stack, tmp_path):
+    import aiosmtpd
+    import public
+
+    maildir = tmp_path / "mail"
+    maildir.mkdir()
+    os.chmod(maildir, 0o777)
+    site_aiosmtpd = os.path.dirname(aiosmtpd.__file__)
+    site_public = os.path.dirname(public.__file__)
+    image = run(["docker", "compose", "-p", AIRFLOW, "images", "-q", "airflow-worker"]).stdout.split()[0]
+    run(["docker", "rm", "-f", SMTP_CONTAINER], check=False)
+    run(["docker", "run", "-d", "--name", SMTP_CONTAINER, "--network", "optasia", "--user", "50000:0",
+         "-v", f"{site_aiosmtpd}:/smtp/aiosmtpd:ro", "-v", f"{site_public}:/smtp/public:ro",
+         "-v", f"{maildir}:/mail", "-e", "PYTHONPATH=/smtp", image,
+         "python", "-m", "aiosmtpd", "-n", "-l", "0.0.0.0:1025", "-c", "aiosmtpd.handlers.Mailbox", "/mail/box"])
+    try:
+        subject = f"optasia e2e {uuid.uuid4().hex[:8]}"
+        script = (
+            "from airflow.providers.smtp.hooks.smtp import SmtpHook\n"
+            "with SmtpHook(smtp_conn_id='smtp_default') as h:\n"
+            f"    h.send_email_smtp(to=['ops@example.com'], subject={subject!r}, html_content='<p>hello</p>')\n"
+        )
+        deadline = time.monotonic() + 60
+        while True:   # the SMTP server needs a moment to listen
+            p = run(["docker", "compose", "-p", AIRFLOW, "exec", "-T", "airflow-worker", "python", "-"],
+                    input=script, check=False)
+            if p.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert p.returncode == 0, p.stderr[-3000:]
+        messages = list((maildir / "box" / "new").glob("*"))
+        assert len(messages) == 1
+        text = messages[0].read_text()
+        assert f"Subject: {subject}" in text and "ops@example.com" in text
+        assert "From: airflow@optasia.local" in text
+    finally:
+        run(["docker", "rm", "-f", SMTP_CONTAINER], check=False)
+
+
+def test_a_real_browser_logs_into_the_ui(stack):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "airflow-ui.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(stack.airflow_api() + "/", wait_until="networkidle", timeout=60000)
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", stack.secret("airflow_admin_password"))
+            page.keyboard.press("Enter")
+            page.wait_for_url(lambda url: "/login" not in url, timeout=60000)
+            page.goto(stack.airflow_api() + "/dags", wait_until="networkidle", timeout=60000)
+            page.get_by_text("optasia_etl_pipeline").first.wait_for(timeout=60000)
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
