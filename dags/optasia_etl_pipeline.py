@@ -12,9 +12,13 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 
 
-def _batch_id(logical_date=None, **_):
-    """The contract's batch id: YYYY-MM-DD_a before 12:00 UTC, else _b."""
-    d = logical_date.in_timezone("UTC")
+def _batch_id(logical_date=None, dag_run=None, **_):
+    """The contract's batch id: YYYY-MM-DD_a before 12:00 UTC, else _b.
+
+    A manual run may have no logical date: its run_after stands in.
+    """
+    when = logical_date or dag_run.run_after
+    d = pendulum.instance(when).in_timezone("UTC")
     return f"{d:%Y-%m-%d}_{'a' if d.hour < 12 else 'b'}"
 
 

@@ -79,7 +79,7 @@ class Stack:
         return json.loads(Path(self.home, "endpoints-airflow.json").read_text())["airflow_api"]
 
     def health(self, check=True):
-        return run(["make", "health"], check=check, env={"OPTASIA_HOME": self.home})
+        return run(["make", "-s", "--no-print-directory", "health"], check=check, env={"OPTASIA_HOME": self.home})
 
 
 @pytest.fixture(scope="session")
