@@ -560,7 +560,7 @@ def test_cli_module_streams_with_small_memory(tmp_path):
     small_mb, _, _ = run(30_000, tmp_path / "s")
     big_mb, pyspark, err = run(300_000, tmp_path / "b")
     assert not pyspark
-    assert big_mb < 100, big_mb
+    assert big_mb < 200, big_mb   # the budget: ~200 MB even for 10M rows
     assert big_mb - small_mb < 15, (small_mb, big_mb)      # does not grow with the rows
     assert "rows/s" in err and "100%" in err and "datagen: wrote" in err
     rows, _ = split_lines((tmp_path / "b" / "2024-03-01_b" / "transactions.csv").read_bytes())
