@@ -43,6 +43,20 @@ jars: ## fetch the Hadoop jars and the PostgreSQL JDBC driver into the cache (Ma
 up: deps ## provision this host: Docker, images, both stacks (= ansible-playbook site.yml)
 	$(VENV)/bin/ansible-playbook site.yml $(ANSIBLE_ARGS)
 
+.PHONY: demo
+demo: deps ## the main job: provision if needed, land a sample batch (~100k transactions), run the DAG, show the result
+	@python3 scripts/health.py >/dev/null 2>&1 || { echo "the stack is not up and healthy: provisioning (make up) ..."; \
+	  $(MAKE) --no-print-directory up; }
+	$(PY) scripts/pipeline.py demo --transactions $(TRANSACTIONS)
+
+.PHONY: run
+run: deps ## run the DAG for a batch already landed: make run BATCH=2024-03-01_a (default: the current half-day)
+	$(PY) scripts/pipeline.py run --batch $(BATCH)
+
+.PHONY: abandon
+abandon: deps ## undo a failed batch's store changes so later batches can run (keeps its files): make abandon BATCH=...
+	$(PY) scripts/pipeline.py abandon --batch $(BATCH)
+
 .PHONY: health
 health: ## NameNode, PostgreSQL (and Airflow) health in one table; non-zero exit when unhealthy
 	@python3 scripts/health.py

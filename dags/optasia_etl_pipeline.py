@@ -1,35 +1,103 @@
-"""optasia_etl_pipeline — placeholder until the full DAG lands.
+"""
+### optasia_etl_pipeline
 
-Parses with no I/O at import time. The real stages (check_infrastructure ->
-batch_id -> wait_for_landing -> db_init -> ingest_raw -> spark_processing ->
-quality_checks -> hdfs_storage -> cleanup) come with the DAG issue.
+Cleans one batch of subscriber and transaction files (DATA_CONTRACT.md), keeps
+the subscriber store in PostgreSQL and publishes Parquet into HDFS, every 12 h.
+
+| stage | what it does | on failure |
+|---|---|---|
+| `check_infrastructure` | store reachable; NameNode active, out of safe mode, >= 1 live DataNode; Docker engine and the spark-job image | retried with back-off |
+| `batch_id` | `YYYY-MM-DD_a` (logical date before 12:00 UTC) or `_b`; a manual run may name one (`make run BATCH=...`) | fails |
+| `wait_for_landing` | waits for `<landing>/<batch>/subscribers.csv` and `transactions.csv` (timeout: Variable `landing_timeout_minutes`) | fails naming the missing file |
+| `db_init` | the store's SQL migrations (idempotent) | retried |
+| `ingest_raw` | Bash over WebHDFS: the landing files into `<raw>/<batch>/`, sizes verified | retried |
+| `spark_processing` | DockerOperator: the spark-job image on the shared network runs `stage` (validate, match, write staging, apply to the store as *staged*) | retried if transient; contract and order failures fail at once |
+| `quality_checks` | staged `_metrics.json` = the store's metrics, conservation laws, schema, reject ratio <= `reject_threshold` | fails at once, nothing published |
+| `hdfs_storage` | Bash over WebHDFS: one rename per partition into the warehouse, `_SUCCESS` and run id checked, store marked *published* | retried (safe to repeat) |
+| `cleanup` | runs after failures too: landing files archived and staging removed only after a publish; raw beyond `raw_retention_days` pruned | |
+
+Every setting comes from the `optasia_pipeline` Variable and the
+`optasia_store`, `optasia_hdfs` and `smtp_default` Connections, all written by
+`make up`. A failed task sends an e-mail to the Variable's
+`alert_recipients` (DAG, task, batch, log URL, reason).
+
+**Order of batches.** `spark_processing` and `hdfs_storage` depend on their
+previous run, and the job refuses a batch while an earlier one is staged but
+not published. A batch that failed after staging is rerun (clear the run) or
+abandoned (`make abandon BATCH=...`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+
 import pendulum
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Asset, Param
+from optasia_pipeline import tasks
 
+# Lineage shown in the UI: the raw zone feeds the published datasets. The URIs
+# name the default layout (hdfs_uri + raw_dir / warehouse_dir of the Variable).
+RAW = Asset(name="optasia_raw", uri="hdfs://namenode:8020/optasia/raw")
+PUBLISHED = Asset(name="optasia_transactions", uri="hdfs://namenode:8020/optasia/warehouse/transactions")
+REJECTS = Asset(name="optasia_rejects", uri="hdfs://namenode:8020/optasia/warehouse/rejects")
 
-def _batch_id(logical_date=None, dag_run=None, **_):
-    """The contract's batch id: YYYY-MM-DD_a before 12:00 UTC, else _b.
-
-    A manual run may have no logical date: its run_after stands in.
-    """
-    when = logical_date or dag_run.run_after
-    d = pendulum.instance(when).in_timezone("UTC")
-    return f"{d:%Y-%m-%d}_{'a' if d.hour < 12 else 'b'}"
-
+# Cron in UTC from the inventory (airflow_pipeline_schedule); empty = manual runs only.
+SCHEDULE = os.environ.get("OPTASIA_PIPELINE_SCHEDULE", "0 */12 * * *").strip() or None
 
 with DAG(
     dag_id="optasia_etl_pipeline",
-    schedule="0 */12 * * *",
+    schedule=SCHEDULE,
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    tags=["optasia"],
-    default_args={"owner": "optasia"},
+    dagrun_timeout=dt.timedelta(hours=11),
+    tags=["optasia", "etl"],
     doc_md=__doc__,
+    params={"batch_id": Param(None, type=["null", "string"], pattern=r"^\d{4}-\d{2}-\d{2}_[ab]$",
+                              description="process this batch instead of the logical date's (YYYY-MM-DD_a|b)")},
+    default_args={
+        "owner": "optasia",
+        "retries": 3,
+        "retry_delay": dt.timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": dt.timedelta(minutes=10),
+        "on_failure_callback": tasks.alert_on_failure,
+        "email_on_failure": False,
+        "email_on_retry": False,
+    },
 ) as dag:
-    PythonOperator(task_id="batch_id", python_callable=_batch_id)
+    check_infrastructure = PythonOperator(task_id="check_infrastructure",
+                                          python_callable=tasks.check_infrastructure,
+                                          execution_timeout=dt.timedelta(minutes=5))
+    batch_id = PythonOperator(task_id="batch_id", python_callable=tasks.batch_id, retries=0)
+    wait_for_landing = tasks.LandingSensor(task_id="wait_for_landing", retries=0)
+    db_init = tasks.SparkJobOperator(task_id="db_init", job_command="db-init",
+                                     execution_timeout=dt.timedelta(minutes=10))
+    ingest_raw = tasks.HdfsBashOperator(
+        task_id="ingest_raw",
+        bash_command=f"bash {tasks.WEBHDFS_SCRIPT} ingest",
+        outlets=[RAW],
+        execution_timeout=dt.timedelta(hours=1),
+    )
+    spark_processing = tasks.SparkJobOperator(task_id="spark_processing", job_command="stage",
+                                              depends_on_past=True, ignore_first_depends_on_past=True,
+                                              inlets=[RAW],
+                                              execution_timeout=dt.timedelta(hours=4))
+    quality_checks = PythonOperator(task_id="quality_checks", python_callable=tasks.quality_checks,
+                                    retries=1)
+    hdfs_storage = tasks.HdfsBashOperator(
+        task_id="hdfs_storage",
+        bash_command=f"bash {tasks.WEBHDFS_SCRIPT} publish",
+        with_store=True,
+        depends_on_past=True,
+        ignore_first_depends_on_past=True,
+        inlets=[RAW],
+        outlets=[PUBLISHED, REJECTS],
+        execution_timeout=dt.timedelta(minutes=30),
+    )
+    cleanup = PythonOperator(task_id="cleanup", python_callable=tasks.cleanup, trigger_rule="all_done")
+
+    (check_infrastructure >> batch_id >> wait_for_landing >> db_init >> ingest_raw >> spark_processing
+     >> quality_checks >> hdfs_storage >> cleanup)

@@ -178,6 +178,10 @@ def write_jdbc(df: DataFrame, cfg: JobConfig, table: str):
 # the run
 # ----------------------------------------------------------------------------
 
+def _schema(df: DataFrame) -> list[list[str]]:
+    return [[f.name, f.dataType.simpleString()] for f in df.schema.fields]
+
+
 def _translate_jvm(exc: Exception, cfg: JobConfig) -> Exception:
     text = java_error_text(exc) if isinstance(exc, Py4JJavaError) else str(exc)
     if "org.postgresql.Driver" in text or "No suitable driver" in text:
@@ -187,6 +191,9 @@ def _translate_jvm(exc: Exception, cfg: JobConfig) -> Exception:
         return InfrastructureError(f"Spark cannot reach the store database at {cfg.database.where}: {text}")
     if "ConnectException" in text or "SafeModeException" in text or "StandbyException" in text:
         return InfrastructureError(f"the filesystem is not reachable or not ready: {text}")
+    if ("BlockMissingException" in text or "could only be written to 0" in text
+            or "All datanodes" in text and "are bad" in text):
+        return InfrastructureError(f"HDFS has no DataNode that serves the data (is a DataNode down?): {text}")
     return exc
 
 
@@ -231,8 +238,8 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
             tx_stage, rj_stage = f"{staging}/transactions", f"{staging}/rejects"
             tr.published_rows(classified).write.parquet(tx_stage)
             tr.reject_rows(subs, txs, classified).write.parquet(rj_stage)
-            n_pub = spark.read.parquet(tx_stage).count()
-            n_rej = spark.read.parquet(rj_stage).count()
+            tx_back, rj_back = spark.read.parquet(tx_stage), spark.read.parquet(rj_stage)
+            n_pub, n_rej = tx_back.count(), rj_back.count()
             want_rej = (sum(metrics["subscribers_rejected"].values())
                         + sum(metrics["transactions_rejected"].values()))
             if n_pub != metrics["published"] or n_rej != want_rej:
@@ -242,6 +249,8 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
             fs.write_text(f"{tx_stage}/_metrics.json", json.dumps({
                 "batch_id": cfg.batch_id, "run_id": plan.run_id,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                # As read back from the staged files: the DAG's quality gate checks it.
+                "schema": {"transactions": _schema(tx_back), "rejects": _schema(rj_back)},
                 "metrics": metrics}, indent=2, sort_keys=True) + "\n")
 
         with Step("loading store changes"):

@@ -263,18 +263,12 @@ class Store:
                 c.execute(f"DELETE FROM {table} WHERE run_id = %s", (r,))
 
     def mark_published(self, batch_id: str, run_id: int):
-        with self.conn.transaction():
-            n = self.conn.execute(
-                "UPDATE etl_batches SET status = 'published', published_run_id = %s, updated_at = now() "
-                "WHERE batch_id = %s AND applied_run_id = %s",
-                (run_id, batch_id, run_id),
-            ).rowcount
-            if n != 1:
-                raise EtlError(f"batch {batch_id}: run {run_id} is not the applied run; not publishing")
-            self.conn.execute(
-                "UPDATE etl_batch_runs SET status = 'published', finished_at = now() WHERE run_id = %s",
-                (run_id,),
-            )
+        """Record the publish (sql/0003: the DAG's publish step calls the same function)."""
+        try:
+            with self.conn.transaction():
+                self.conn.execute("SELECT etl_mark_published(%s, %s)", (batch_id, run_id))
+        except psycopg.errors.RaiseException as exc:
+            raise EtlError(str(exc.diag.message_primary or exc)) from None
 
     def fail_run(self, batch_id: str, run_id: int, error: str):
         """Record a failed run. A batch with applied state keeps its status."""

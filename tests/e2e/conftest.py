@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +29,10 @@ EXTRA_VARS = {
     "airflow_smtp_port": 1025,
     "airflow_smtp_mail_from": "airflow@optasia.local",
     "airflow_alert_recipients": ["ops@example.com"],
+    # No cron runs on the test host: every DAG run is one a test triggers, in the order it needs.
+    "airflow_pipeline_schedule": "",
 }
+AIRFLOW = "optasia-airflow"
 
 
 def run(cmd, *, check=True, timeout=3600, env=None, input=None, cwd=ROOT):
@@ -88,3 +93,73 @@ def stack():
     print("provisioning the stack with ansible-playbook site.yml ...", flush=True)
     s.playbook()
     return s
+
+
+def api(stack, path, method="GET", body=None, token=None):
+    """Airflow's REST API: (status, decoded JSON or error text)."""
+    url = stack.airflow_api() + path
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def token(stack):
+    status, body = api(stack, "/auth/token", "POST",
+                       {"username": "admin", "password": stack.secret("airflow_admin_password")})
+    assert status in (200, 201), body
+    return body["access_token"]
+
+
+class Mailbox:
+    """A real SMTP server (aiosmtpd) in a container on the shared network; mail lands in a host folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def messages(self) -> list[str]:
+        """Each message as readable text: headers unfolded, every text part decoded."""
+        import email
+        import email.policy
+
+        out = []
+        for path in sorted((self.folder / "box" / "new").glob("*")):
+            msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            head = "".join(f"{k}: {v}\n" for k, v in msg.items())
+            parts = [part.get_content() for part in msg.walk() if part.get_content_maintype() == "text"]
+            out.append(head + "\n" + "\n".join(parts))
+        return out
+
+    def wait_for(self, *needles: str, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for text in self.messages():
+                if all(n in text for n in needles):
+                    return text
+            time.sleep(2)
+        raise AssertionError(f"no e-mail with {needles} within {timeout}s; got {len(self.messages())} other(s)")
+
+
+@pytest.fixture(scope="session")
+def mailbox(stack, tmp_path_factory):
+    import aiosmtpd
+    import public
+
+    maildir = tmp_path_factory.mktemp("mail")
+    os.chmod(maildir, 0o777)
+    image = run(["docker", "compose", "-p", AIRFLOW, "images", "-q", "airflow-worker"]).stdout.split()[0]
+    run(["docker", "rm", "-f", SMTP_CONTAINER], check=False)
+    run(["docker", "run", "-d", "--name", SMTP_CONTAINER, "--network", "optasia", "--user", "50000:0",
+         "-v", f"{os.path.dirname(aiosmtpd.__file__)}:/smtp/aiosmtpd:ro",
+         "-v", f"{os.path.dirname(public.__file__)}:/smtp/public:ro",
+         "-v", f"{maildir}:/mail", "-e", "PYTHONPATH=/smtp", image,
+         "python", "-m", "aiosmtpd", "-n", "-l", "0.0.0.0:1025", "-c", "aiosmtpd.handlers.Mailbox", "/mail/box"])
+    yield Mailbox(maildir)
+    run(["docker", "rm", "-f", SMTP_CONTAINER], check=False)

@@ -7,40 +7,15 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import SMTP_CONTAINER, run
+from tests.e2e.conftest import SMTP_CONTAINER, api
 
 pytestmark = pytest.mark.e2e
-AIRFLOW = "optasia-airflow"
 ARTIFACTS = Path(os.environ.get("OPTASIA_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "results"))
-
-
-def api(stack, path, method="GET", body=None, token=None):
-    url = stack.airflow_api() + path
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-
-
-@pytest.fixture(scope="module")
-def token(stack):
-    status, body = api(stack, "/auth/token", "POST",
-                       {"username": "admin", "password": stack.secret("airflow_admin_password")})
-    assert status in (200, 201), body
-    return body["access_token"]
 
 
 def test_health_has_every_airflow_row(stack):
@@ -98,36 +73,12 @@ def trigger_and_wait(stack, token, dag_id, conf=None, timeout=300):
     return state
 
 
-def test_a_dag_run_succeeds_through_the_rest_api(stack, token):
-    assert trigger_and_wait(stack, token, "optasia_etl_pipeline") == "success"
-
-
-def test_a_test_email_reaches_a_real_smtp_server(stack, token, tmp_path):
-    import aiosmtpd
-    import public
-
-    maildir = tmp_path / "mail"
-    maildir.mkdir()
-    os.chmod(maildir, 0o777)
-    site_aiosmtpd = os.path.dirname(aiosmtpd.__file__)
-    site_public = os.path.dirname(public.__file__)
-    image = run(["docker", "compose", "-p", AIRFLOW, "images", "-q", "airflow-worker"]).stdout.split()[0]
-    run(["docker", "rm", "-f", SMTP_CONTAINER], check=False)
-    run(["docker", "run", "-d", "--name", SMTP_CONTAINER, "--network", "optasia", "--user", "50000:0",
-         "-v", f"{site_aiosmtpd}:/smtp/aiosmtpd:ro", "-v", f"{site_public}:/smtp/public:ro",
-         "-v", f"{maildir}:/mail", "-e", "PYTHONPATH=/smtp", image,
-         "python", "-m", "aiosmtpd", "-n", "-l", "0.0.0.0:1025", "-c", "aiosmtpd.handlers.Mailbox", "/mail/box"])
-    try:
-        subject = f"optasia e2e {uuid.uuid4().hex[:8]}"
-        # Through a real task (optasia_alert_test): the same path failure alerts take.
-        assert trigger_and_wait(stack, token, "optasia_alert_test", {"subject": subject}) == "success"
-        messages = list((maildir / "box" / "new").glob("*"))
-        assert len(messages) == 1
-        text = messages[0].read_text()
-        assert f"Subject: {subject}" in text and "ops@example.com" in text
-        assert "From: airflow@optasia.local" in text
-    finally:
-        run(["docker", "rm", "-f", SMTP_CONTAINER], check=False)
+def test_a_test_email_reaches_a_real_smtp_server(stack, token, mailbox):
+    subject = f"optasia e2e {uuid.uuid4().hex[:8]}"
+    # Through a real task (optasia_alert_test): the same path failure alerts take.
+    assert trigger_and_wait(stack, token, "optasia_alert_test", {"subject": subject}) == "success"
+    text = mailbox.wait_for(f"Subject: {subject}", timeout=30)
+    assert "ops@example.com" in text and "From: airflow@optasia.local" in text
 
 
 def test_a_real_browser_logs_into_the_ui(stack):

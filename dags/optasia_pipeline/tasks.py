@@ -1,0 +1,523 @@
+"""What the stages of optasia_etl_pipeline do.
+
+Every setting comes at run time from the `optasia_pipeline` Variable and the
+Connections it names (provisioned by the airflow role); nothing here does I/O
+at import. Failures are of two kinds:
+
+- transient (store or NameNode unreachable, Docker engine busy, a DataNode
+  away): raise AirflowException, Airflow retries with exponential back-off;
+- contract (reject threshold, conservation law, schema, missing input, order
+  of batches): raise AirflowFailException, the task fails at once, no retry,
+  with a message naming the broken number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+from airflow.exceptions import AirflowException, AirflowFailException
+from airflow.providers.docker.exceptions import DockerContainerFailedException
+from airflow.providers.docker.operators.docker import DockerOperator
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+log = logging.getLogger(__name__)
+
+SETTINGS_VARIABLE = "optasia_pipeline"
+BATCH_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})_([ab])$")
+WEBHDFS_SCRIPT = str(Path(__file__).with_name("webhdfs.sh"))
+INPUT_FILES = ("subscribers.csv", "transactions.csv")
+ARCHIVE = "_archive"
+
+# The published datasets' schema, DATA_CONTRACT.md "Outputs" (Spark's simple type strings).
+CONTRACT_SCHEMA = {
+    "transactions": [["timestamp", "timestamp"], ["sub_row_key", "string"], ["sub_id", "string"],
+                     ["amount", "decimal(18,4)"], ["channel", "string"], ["activation_date", "date"]],
+    "rejects": [["source", "string"], ["reason", "string"], ["record", "array<string>"]],
+}
+
+# Exit codes of `python -m spark_jobs` that retrying cannot fix: 2 configuration,
+# 4 contract, 5 order of batches. 3 (a service unreachable) and 1 are retried.
+FINAL_EXIT_CODES = {2: "configuration error", 4: "contract failure", 5: "order of batches"}
+
+
+# ----------------------------------------------------------------------------
+# settings
+# ----------------------------------------------------------------------------
+
+def settings() -> dict:
+    from airflow.sdk import Variable
+
+    try:
+        value = Variable.get(SETTINGS_VARIABLE, deserialize_json=True)
+    except KeyError:
+        raise AirflowFailException(f"Airflow Variable {SETTINGS_VARIABLE} is missing: run `make up`") from None
+    return value
+
+
+def connection(conn_id: str):
+    from airflow.sdk import BaseHook
+
+    return BaseHook.get_connection(conn_id)
+
+
+def webhdfs_base(s: dict) -> str:
+    c = connection(s["hdfs_conn_id"])
+    return f"http://{c.host}:{c.extra_dejson.get('webhdfs_port', 9870)}"
+
+
+def hdfs_user(s: dict) -> str:
+    return connection(s["hdfs_conn_id"]).login or "optasia"
+
+
+def batch_of(context) -> str:
+    return context["ti"].xcom_pull(task_ids="batch_id")
+
+
+# ----------------------------------------------------------------------------
+# a small WebHDFS client (Python stages; the Bash stages use webhdfs.sh)
+# ----------------------------------------------------------------------------
+
+class WebHdfs:
+    def __init__(self, base: str, user: str):
+        import requests
+
+        self.http = requests.Session()
+        self.base, self.user = base.rstrip("/"), user
+
+    def _call(self, method: str, path: str, op: str, **params):
+        import requests
+
+        url = f"{self.base}/webhdfs/v1{path}"
+        try:
+            r = self.http.request(method, url, params={"op": op, "user.name": self.user, **params}, timeout=60)
+        except requests.RequestException as exc:
+            raise AirflowException(f"the NameNode at {self.base} is unreachable: {exc}") from None
+        return r
+
+    def status(self, path: str) -> dict | None:
+        r = self._call("GET", path, "GETFILESTATUS")
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        return r.json()["FileStatus"]
+
+    def list(self, path: str) -> list[dict]:
+        r = self._call("GET", path, "LISTSTATUS")
+        if r.status_code == 404:
+            return []
+        r.raise_for_status()
+        return r.json()["FileStatuses"]["FileStatus"]
+
+    def read(self, path: str) -> bytes:
+        r = self._call("GET", path, "OPEN")
+        if r.status_code == 404:
+            raise AirflowFailException(f"{path} does not exist in HDFS")
+        r.raise_for_status()
+        return r.content
+
+    def delete(self, path: str) -> bool:
+        r = self._call("DELETE", path, "DELETE", recursive="true")
+        r.raise_for_status()
+        return r.json()["boolean"]
+
+    def jmx(self, query: str) -> dict:
+        import requests
+
+        try:
+            r = self.http.get(f"{self.base}/jmx", params={"qry": query}, timeout=30)
+            r.raise_for_status()
+            beans = r.json()["beans"]
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            raise AirflowException(f"the NameNode at {self.base} does not answer JMX: {exc}") from None
+        if not beans:
+            raise AirflowException(f"the NameNode at {self.base} has no JMX bean {query}")
+        return beans[0]
+
+
+def webhdfs(s: dict) -> WebHdfs:
+    return WebHdfs(webhdfs_base(s), hdfs_user(s))
+
+
+# ----------------------------------------------------------------------------
+# stages
+# ----------------------------------------------------------------------------
+
+def check_infrastructure():
+    """Store reachable; NameNode active, out of safe mode, >= 1 live DataNode; Docker engine and image."""
+    s = settings()
+    problems, seen = [], []
+    try:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        version = PostgresHook(postgres_conn_id=s["store_conn_id"]).get_first("SHOW server_version")[0]
+        seen.append(f"store PostgreSQL {version}")
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is the finding
+        problems.append(f"the store database ({s['store_conn_id']}) is unreachable: {exc}")
+    try:
+        hdfs = webhdfs(s)
+        state = hdfs.jmx("Hadoop:service=NameNode,name=NameNodeStatus").get("State")
+        fs = hdfs.jmx("Hadoop:service=NameNode,name=FSNamesystemState")
+        safemode = hdfs.jmx("Hadoop:service=NameNode,name=NameNodeInfo").get("Safemode", "")
+        if state != "active":
+            problems.append(f"the NameNode is {state}, not active")
+        if safemode or fs.get("FSState") == "safeMode":
+            problems.append(f"the NameNode is in safe mode: {safemode or fs.get('FSState')}")
+        if int(fs.get("NumLiveDataNodes", 0)) < 1:
+            problems.append(f"HDFS has no live DataNode ({fs.get('NumDeadDataNodes', '?')} dead)")
+        seen.append(f"NameNode {state}, {fs.get('NumLiveDataNodes')} live DataNode(s)")
+    except AirflowException as exc:
+        problems.append(str(exc))
+    try:
+        import docker
+
+        client = docker.DockerClient(base_url="unix://var/run/docker.sock", timeout=30)
+        client.ping()
+        seen.append(f"Docker engine {client.version().get('Version')}")
+        try:
+            client.images.get(s["spark_image"])
+        except docker.errors.ImageNotFound:
+            raise AirflowFailException(f"the image {s['spark_image']} is missing on the Docker engine: "
+                                       "run `make up` to build it") from None
+    except AirflowFailException:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"the Docker engine is unreachable from the worker: {exc}")
+    if problems:
+        raise AirflowException("infrastructure not ready (will retry): " + "; ".join(problems))
+    log.info("infrastructure ready: %s", "; ".join(seen))
+    return seen
+
+
+def batch_id(logical_date=None, dag_run=None, params=None, **_):
+    """The contract's batch id, or the one a manual run names (`make run BATCH=...`)."""
+    wanted = (params or {}).get("batch_id") or (dag_run.conf or {}).get("batch_id")
+    if wanted:
+        m = BATCH_RE.match(str(wanted))
+        try:
+            if not m:
+                raise ValueError("not YYYY-MM-DD_a or YYYY-MM-DD_b")
+            dt.date.fromisoformat(m.group(1))
+        except ValueError as exc:
+            raise AirflowFailException(f"batch_id {wanted!r} is invalid: {exc}") from None
+        return str(wanted)
+    import pendulum
+
+    when = pendulum.instance(logical_date or dag_run.run_after).in_timezone("UTC")
+    return f"{when:%Y-%m-%d}_{'a' if when.hour < 12 else 'b'}"
+
+
+class LandingSensor(BaseSensorOperator):
+    """Waits until <landing>/<batch>/ holds both input files.
+
+    A batch whose files were archived by an earlier successful run is found in
+    <landing>/_archive/<batch>/ (a rerun). The timeout is the Variable's
+    `landing_timeout_minutes`; when it runs out the task fails naming the
+    missing files.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("poke_interval", 30)
+        kwargs.setdefault("mode", "reschedule")
+        super().__init__(**kwargs)
+        self._missing: list[str] = []
+
+    def execute(self, context):
+        from airflow.exceptions import AirflowSensorTimeout
+
+        self.timeout = float(settings().get("landing_timeout_minutes", 360)) * 60
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout:
+            raise AirflowSensorTimeout(
+                f"batch {batch_of(context)}: input file(s) missing after {self.timeout / 60:.0f} min: "
+                + ", ".join(self._missing)
+                + " (land both files, then clear this task; either may be empty)") from None
+
+    def poke(self, context):
+        s = settings()
+        batch = batch_of(context)
+        root = Path(s["landing_dir"])
+        for folder in (root / batch, root / ARCHIVE / batch):
+            missing = [str(folder / f) for f in INPUT_FILES if not (folder / f).is_file()]
+            if not missing:
+                log.info("batch %s: inputs in %s", batch, folder)
+                return PokeReturnValue(is_done=True, xcom_value=str(folder))
+            if folder.parent == root:
+                self._missing = missing
+        log.info("batch %s: waiting for %s", batch, ", ".join(self._missing))
+        return False
+
+
+class HdfsBashOperator(BashOperator):
+    """A Bash step of webhdfs.sh; its environment is filled at run time from the
+    Variable, the Connections and the upstream XComs. With ``with_store`` the
+    store's libpq settings (PG*) are added; the password is neither rendered
+    into the UI nor logged."""
+
+    def __init__(self, *, with_store: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.with_store = with_store
+
+    def execute(self, context):
+        s = settings()
+        ti = context["ti"]
+        env = {"PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin", "HOME": "/home/airflow", "TZ": "UTC",
+               "WEBHDFS": webhdfs_base(s) + "/webhdfs/v1", "HDFS_USER": hdfs_user(s),
+               "BATCH_ID": batch_of(context), "RAW_DIR": s["raw_dir"], "STAGING_DIR": s["staging_dir"],
+               "WAREHOUSE_DIR": s["warehouse_dir"], "LANDING": ti.xcom_pull(task_ids="wait_for_landing") or ""}
+        gate = ti.xcom_pull(task_ids="quality_checks")
+        if gate:
+            env["RUN_ID"] = str(gate["run_id"])
+        if self.with_store:
+            store = connection(s["store_conn_id"])
+            env.update(PGHOST=store.host, PGPORT=str(store.port or 5432), PGDATABASE=store.schema or "",
+                       PGUSER=store.login or "", PGPASSWORD=store.password or "", PGCONNECT_TIMEOUT="10")
+        self.env, self.append_env = env, False
+        return super().execute(context)
+
+
+class SparkJobOperator(DockerOperator):
+    """`python -m spark_jobs <command>` in the spark-job image, on the shared network.
+
+    Image, network, memory, paths and the store's credentials come from the
+    Variable and the store Connection at run time; the password travels as a
+    private environment variable (not rendered, not logged).
+    """
+
+    def __init__(self, *, job_command: str, **kwargs):
+        super().__init__(image="optasia/spark-job", command=None, mount_tmp_dir=False,
+                         auto_remove="force", tty=False, **kwargs)
+        self.job_command = job_command
+
+    def job_args(self, s: dict, batch: str) -> list[str]:
+        store = connection(s["store_conn_id"])
+        args = [self.job_command, "--jdbc-url", f"jdbc:postgresql://{store.host}:{store.port or 5432}/{store.schema}"]
+        if self.job_command == "db-init":
+            return args
+        hdfs = s["hdfs_uri"].rstrip("/")
+        args += ["--batch-id", batch, "--warehouse-uri", hdfs + s["warehouse_dir"],
+                 "--staging-uri", hdfs + s["staging_dir"]]
+        if self.job_command in ("stage", "run"):
+            args += ["--input-uri", hdfs + s["raw_dir"],
+                     "--allowed-channels", ",".join(s["allowed_channels"]),
+                     "--pending-ttl-days", str(s["pending_ttl_days"])]
+        return args + ["--master", s.get("spark_master", "local[2]"),
+                       "--driver-memory", s.get("spark_memory", "3g")]
+
+    def execute(self, context):
+        s = settings()
+        batch = batch_of(context)
+        store = connection(s["store_conn_id"])
+        self.image = s["spark_image"]
+        self.network_mode = s["docker_network"]
+        self.command = self.job_args(s, batch)
+        # HDFS simple auth: the job acts as the data owner of the optasia_hdfs Connection.
+        self.environment = {"OPTASIA_DB_USER": store.login or "", "HADOOP_USER_NAME": hdfs_user(s), "TZ": "UTC"}
+        self._private_environment = {"OPTASIA_DB_PASSWORD": store.password or ""}
+        # Driver heap + off-heap and Python workers: the container gets 1.5 GiB above the heap.
+        heap = _bytes(s.get("spark_memory", "3g"))
+        self.mem_limit = heap + 1536 * 2**20
+        ti = context["ti"]
+        self.container_name = (f"optasia-spark-{self.job_command}-{batch}-try{ti.try_number}-"
+                               f"{os.urandom(3).hex()}").replace("_", "-")
+        self.labels = {"optasia.batch_id": batch, "optasia.task": ti.task_id, "optasia.dag_run": ti.run_id}
+        log.info("starting %s: python -m spark_jobs %s", self.image, " ".join(self.command))
+        try:
+            return super().execute(context)
+        except DockerContainerFailedException as exc:
+            m = re.search(r"'StatusCode': (\d+)", str(exc))
+            code = int(m.group(1)) if m else -1
+            reason = _last_error(exc.logs) or f"exit code {code}"
+            if code in FINAL_EXIT_CODES:
+                raise AirflowFailException(
+                    f"spark-job {self.job_command} for batch {batch}: {FINAL_EXIT_CODES[code]} "
+                    f"(exit {code}, not retried): {reason}") from None
+            raise AirflowException(f"spark-job {self.job_command} for batch {batch} failed "
+                                   f"(exit {code}, will retry): {reason}") from None
+
+
+def _bytes(size: str) -> int:
+    m = re.fullmatch(r"(\d+)([kmg]?)b?", str(size).strip().lower())
+    if not m:
+        raise AirflowFailException(f"spark_memory {size!r} is not like 3g or 2048m")
+    return int(m.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[m.group(2)]
+
+
+def _last_error(lines) -> str:
+    text = [ln.decode(errors="replace") if isinstance(ln, bytes) else str(ln) for ln in (lines or [])]
+    errors = [ln.strip() for ln in text if ln.strip().startswith("ERROR:")]
+    if errors:
+        return errors[-1][len("ERROR:"):].strip()
+    tail = [ln.strip() for ln in text if ln.strip()]
+    return tail[-1] if tail else ""
+
+
+def staged_run(s: dict, batch: str) -> tuple[int, dict]:
+    """The batch's staged run in the store: (run_id, metrics)."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    hook = PostgresHook(postgres_conn_id=s["store_conn_id"])
+    row = hook.get_first("SELECT b.status, b.applied_run_id, r.metrics FROM etl_batches b "
+                         "LEFT JOIN etl_batch_runs r ON r.run_id = b.applied_run_id WHERE b.batch_id = %s",
+                         parameters=(batch,))
+    if row is None or row[1] is None:
+        raise AirflowFailException(f"batch {batch} has no staged run in the store: rerun spark_processing")
+    status, run_id, metrics = row
+    if status != "staged":
+        raise AirflowFailException(f"batch {batch} is {status} in the store, not staged: rerun spark_processing")
+    return int(run_id), metrics if isinstance(metrics, dict) else json.loads(metrics)
+
+
+def conservation_errors(m: dict) -> list[str]:
+    """DATA_CONTRACT.md's two laws, each broken one naming its numbers."""
+    errors = []
+    subs = (sum(m["subscribers_rejected"].values()) + m["subscribers_duplicate"] + m["subscribers_inserted"]
+            + m["subscribers_updated"] + m["subscribers_unchanged"])
+    if m["subscribers_input"] != subs:
+        errors.append(f"subscribers_input {m['subscribers_input']} != rejected + duplicate + inserted + "
+                      f"updated + unchanged {subs}")
+    left = m["transactions_input"] + m["pending_in"]
+    right = (sum(m["transactions_rejected"].values()) + m["transactions_duplicate"] + m["published"]
+             + m["pending_out"])
+    if left != right:
+        errors.append(f"transactions_input + pending_in {left} != rejected + duplicate + published + "
+                      f"pending_out {right}")
+    return errors
+
+
+def reject_ratio(m: dict) -> tuple[float, int, int]:
+    """Rejected rows over the rows the batch considered (both files and the pending rows it retried)."""
+    rejected = sum(m["subscribers_rejected"].values()) + sum(m["transactions_rejected"].values())
+    considered = m["subscribers_input"] + m["transactions_input"] + m["pending_in"]
+    return (rejected / considered if considered else 0.0), rejected, considered
+
+
+def quality_checks(**context):
+    """The gate before publishing: metrics agree, laws hold, schema, reject ratio under the threshold."""
+    s = settings()
+    batch = batch_of(context)
+    run_id, stored = staged_run(s, batch)
+    hdfs = webhdfs(s)
+    staged = f"{s['staging_dir'].rstrip('/')}/{batch}/run-{run_id}"
+    for ds in ("transactions", "rejects"):
+        if hdfs.status(f"{staged}/{ds}/_SUCCESS") is None:
+            raise AirflowFailException(f"batch {batch}: {staged}/{ds} has no _SUCCESS marker (incomplete write)")
+    doc = json.loads(hdfs.read(f"{staged}/transactions/_metrics.json"))
+    failures = []
+    if doc.get("run_id") != run_id or doc.get("batch_id") != batch:
+        failures.append(f"_metrics.json names batch {doc.get('batch_id')} run {doc.get('run_id')}, "
+                        f"the store's staged run is {batch} run {run_id}")
+    if doc.get("metrics") != stored:
+        failures.append("_metrics.json and the store's metrics of run %s differ" % run_id)
+    m = doc["metrics"]
+    failures += [f"conservation law broken: {e}" for e in conservation_errors(m)]
+    for ds, want in CONTRACT_SCHEMA.items():
+        got = (doc.get("schema") or {}).get(ds)
+        if got != want:
+            failures.append(f"{ds} schema is {got}, the contract says {want}")
+    ratio, rejected, considered = reject_ratio(m)
+    threshold = float(s["reject_threshold"])
+    if ratio > threshold:
+        failures.append(f"reject ratio {ratio:.4f} ({rejected} of {considered} rows rejected) is above "
+                        f"the threshold {threshold}")
+    if failures:
+        raise AirflowFailException(f"batch {batch} run {run_id} fails the quality gate, nothing published: "
+                                   + "; ".join(failures))
+    log.info("batch %s run %s passes: reject ratio %.4f (%d of %d), %d published, %d pending",
+             batch, run_id, ratio, rejected, considered, m["published"], m["pending_out"])
+    return {"batch_id": batch, "run_id": run_id, "reject_ratio": round(ratio, 6), "published": m["published"],
+            "pending_out": m["pending_out"]}
+
+
+def cleanup(**context):
+    """After a publish: landing files archived, staging gone. Always: raw beyond retention pruned.
+
+    After a failure the batch's landing files and staging stay (a rerun needs
+    the inputs; staging shows what the failed run wrote).
+    """
+    s = settings()
+    batch = batch_of(context)
+    ti = context["ti"]
+    published = ti.xcom_pull(task_ids="hdfs_storage")
+    done = []
+    hdfs = None
+    if published:
+        hdfs = webhdfs(s)
+        staging = f"{s['staging_dir'].rstrip('/')}/{batch}"
+        if hdfs.status(staging) is not None:
+            hdfs.delete(staging)
+            done.append(f"removed {staging}")
+        done.append(_archive_landing(Path(s["landing_dir"]), batch))
+    else:
+        done.append(f"batch {batch} was not published: its landing files and staging are kept")
+    if batch:
+        hdfs = hdfs or webhdfs(s)
+        keep_days = int(s.get("raw_retention_days", 30))
+        current = dt.date.fromisoformat(batch[:10])
+        raw = s["raw_dir"].rstrip("/")
+        for entry in hdfs.list(raw):
+            m = BATCH_RE.match(entry["pathSuffix"])
+            if m and entry["type"] == "DIRECTORY" and (current - dt.date.fromisoformat(m.group(1))).days > keep_days:
+                hdfs.delete(f"{raw}/{entry['pathSuffix']}")
+                done.append(f"pruned {raw}/{entry['pathSuffix']} (older than {keep_days} days)")
+    for line in done:
+        log.info("%s", line)
+    return done
+
+
+def _archive_landing(root: Path, batch: str) -> str:
+    src, dst = root / batch, root / ARCHIVE / batch
+    if not src.is_dir():
+        return f"{src} is already archived"
+    try:
+        dst.parent.mkdir(exist_ok=True)
+        if dst.exists():
+            shutil.rmtree(dst)   # an earlier run's copy of the same batch: the new inputs win
+        src.rename(dst)
+    except OSError as exc:
+        log.warning("could not archive %s (%s); the files stay where they are", src, exc)
+        return f"kept {src}: {exc}"
+    return f"archived {src} -> {dst}"
+
+
+# ----------------------------------------------------------------------------
+# alerts
+# ----------------------------------------------------------------------------
+
+def alert_on_failure(context):
+    """E-mail the failure through the smtp_default Connection: DAG, task, batch, log URL, reason."""
+    import html
+
+    ti = context["ti"]
+    dag_id = ti.dag_id
+    try:
+        s = settings()
+        recipients = s.get("alert_recipients") or []
+        batch = ti.xcom_pull(task_ids="batch_id") or "(not known yet)"
+    except Exception as exc:  # noqa: BLE001 - an alert must not fail for lack of settings
+        log.error("no alert sent: cannot read the settings: %s", exc)
+        return
+    if not recipients:
+        log.warning("no alert sent: the optasia_pipeline Variable has no alert_recipients")
+        return
+    reason = str(context.get("exception") or "unknown (see the log)")
+    subject = f"[optasia] {dag_id} failed: {ti.task_id}, batch {batch}"
+    rows = [("DAG", dag_id), ("Run", ti.run_id), ("Task", f"{ti.task_id} (try {ti.try_number})"),
+            ("Batch", batch), ("Log", ti.log_url), ("Reason", reason)]
+    body = "<table>" + "".join(f"<tr><th align=left>{k}</th><td>{html.escape(str(v))}</td></tr>"
+                               for k, v in rows) + "</table>"
+    try:
+        from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+        with SmtpHook(smtp_conn_id="smtp_default") as hook:
+            hook.send_email_smtp(to=recipients, subject=subject, html_content=body)
+        log.info("alert sent to %s", ", ".join(recipients))
+    except Exception as exc:  # noqa: BLE001
+        log.error("the failure alert could not be sent: %s", exc)

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# HDFS steps of optasia_etl_pipeline, run by BashOperator tasks on the Celery
+# worker. They talk WebHDFS (the NameNode's HTTP API) with curl, so the worker
+# needs no Hadoop client or JVM.
+#
+#   webhdfs.sh ingest    landing files -> <raw>/<batch>/, sizes verified
+#   webhdfs.sh publish   staged run -> warehouse partitions (one rename each),
+#                        _SUCCESS and _metrics.json checked, store marked published
+#
+# Settings come from the task's environment, which the DAG fills from the
+# optasia_pipeline Variable and the optasia_hdfs / optasia_store Connections:
+#   WEBHDFS (http://namenode:9870/webhdfs/v1), HDFS_USER, BATCH_ID,
+#   ingest:  LANDING (folder holding the two files), RAW_DIR
+#   publish: RUN_ID, STAGING_DIR, WAREHOUSE_DIR, PG* (libpq settings of the store)
+set -euo pipefail
+
+die() { echo "ERROR: $*" >&2; exit 1; }
+need() { local v; for v in "$@"; do [ -n "${!v:-}" ] || die "$v is not set (the DAG passes it)"; done; }
+need WEBHDFS HDFS_USER BATCH_ID
+
+url() { printf '%s%s?op=%s&user.name=%s%s' "$WEBHDFS" "$1" "$2" "$HDFS_USER" "${3:+&$3}"; }
+
+# call METHOD PATH OP [QUERY]: the JSON answer; a RemoteException becomes a clear error.
+call() {
+    local out code
+    out=$(curl -sS --max-time 60 -X "$1" -w '\n%{http_code}' "$(url "$2" "$3" "${4:-}")") \
+        || die "WebHDFS $3 $2: the NameNode at ${WEBHDFS%%/webhdfs*} is unreachable"
+    code=${out##*$'\n'}; out=${out%$'\n'*}
+    if [ "${code:0:1}" != 2 ]; then
+        die "WebHDFS $3 $2 answered HTTP $code: $(jq -r '.RemoteException.message // .' <<<"$out" 2>/dev/null || echo "$out")"
+    fi
+    printf '%s' "$out"
+}
+
+# length PATH: bytes of a file, or "none" when it does not exist
+length() {
+    local code
+    code=$(curl -sS --max-time 60 -o /tmp/webhdfs.$$ -w '%{http_code}' "$(url "$1" GETFILESTATUS)") \
+        || die "WebHDFS GETFILESTATUS $1: the NameNode is unreachable"
+    case "$code" in
+        200) jq -r .FileStatus.length </tmp/webhdfs.$$ ;;
+        404) echo none ;;
+        *) die "WebHDFS GETFILESTATUS $1 answered HTTP $code: $(cat /tmp/webhdfs.$$)" ;;
+    esac
+    rm -f /tmp/webhdfs.$$
+}
+exists() { [ "$(length "$1")" != none ]; }
+mkdirs() { call PUT "$1" MKDIRS >/dev/null; }
+delete() { call DELETE "$1" DELETE recursive=true >/dev/null; }
+rename() {
+    mkdirs "$(dirname "$2")"
+    [ "$(call PUT "$1" RENAME "destination=$2" | jq -r .boolean)" = true ] || die "rename $1 -> $2 refused"
+}
+
+# put LOCAL HDFS_PATH: two-step CREATE (the NameNode redirects to a DataNode)
+put() {
+    local where
+    where=$(curl -sS --max-time 60 -X PUT -o /dev/null -w '%{redirect_url}' \
+        "$(url "$2" CREATE "overwrite=true")") || die "WebHDFS CREATE $2: the NameNode is unreachable"
+    [ -n "$where" ] || die "WebHDFS CREATE $2: the NameNode gave no DataNode to write to"
+    curl -sS --fail-with-body --max-time 3600 -X PUT -T "$1" -H 'Content-Type: application/octet-stream' \
+        "$where" >/dev/null || die "writing $2 through the DataNode failed (is a DataNode up?)"
+}
+
+ingest() {
+    need LANDING RAW_DIR
+    local dest="$RAW_DIR/$BATCH_ID" f size got
+    mkdirs "$dest"
+    for f in subscribers.csv transactions.csv; do
+        [ -f "$LANDING/$f" ] || die "input file missing: $LANDING/$f"
+        size=$(stat -c %s "$LANDING/$f")
+        # Write beside, check the size, then rename: raw never holds a partial file.
+        put "$LANDING/$f" "$dest/.$f.part"
+        got=$(length "$dest/.$f.part")
+        [ "$got" = "$size" ] || die "$dest/$f: wrote $got bytes but $LANDING/$f has $size; nothing replaced"
+        if exists "$dest/$f"; then delete "$dest/$f"; fi
+        rename "$dest/.$f.part" "$dest/$f"
+        echo "ingested $LANDING/$f -> $dest/$f ($size bytes, verified)"
+    done
+    echo "$dest"
+}
+
+publish() {
+    need RUN_ID STAGING_DIR WAREHOUSE_DIR PGHOST PGDATABASE PGUSER
+    local staged="$STAGING_DIR/$BATCH_ID/run-$RUN_ID" stamp ds src dst run
+    stamp=$(date -u +%Y%m%dT%H%M%S)
+    # rejects first, transactions last: its _metrics.json says "done".
+    for ds in rejects transactions; do
+        src="$staged/$ds"; dst="$WAREHOUSE_DIR/$ds/batch_id=$BATCH_ID"
+        if exists "$src"; then
+            exists "$src/_SUCCESS" || die "$src has no _SUCCESS marker: the staged write is incomplete; rerun the batch"
+            if exists "$dst"; then   # a rerun replaces the partition; the old one goes aside first
+                rename "$dst" "$WAREHOUSE_DIR/_trash/$BATCH_ID/$stamp-run$RUN_ID/$ds"
+            fi
+            rename "$src" "$dst"
+            echo "published $dst"
+        elif exists "$dst"; then
+            echo "$dst already moved by an earlier try"
+        else
+            die "staged partition $src is missing; rerun the batch"
+        fi
+    done
+    dst="$WAREHOUSE_DIR/transactions/batch_id=$BATCH_ID"
+    exists "$dst/_SUCCESS" || die "$dst has no _SUCCESS marker"
+    run=$(call GET "$dst/_metrics.json" OPEN | jq -r .run_id)
+    [ "$run" = "$RUN_ID" ] || die "$dst/_metrics.json is from run $run, not run $RUN_ID; rerun the batch"
+    # The store's record of the publish (sql/0003_mark_published.sql); libpq reads PG* settings.
+    python3 - "$BATCH_ID" "$RUN_ID" <<'PY' || die "could not record the publish in the store (PGHOST=$PGHOST); retrying publishes again safely"
+import sys
+import psycopg2
+with psycopg2.connect("") as conn, conn.cursor() as cur:
+    cur.execute("SELECT etl_mark_published(%s, %s)", (sys.argv[1], int(sys.argv[2])))
+PY
+    if exists "$WAREHOUSE_DIR/_trash/$BATCH_ID"; then delete "$WAREHOUSE_DIR/_trash/$BATCH_ID"; fi
+    if exists "$STAGING_DIR/$BATCH_ID"; then delete "$STAGING_DIR/$BATCH_ID"; fi
+    echo "published $BATCH_ID run $RUN_ID"
+}
+
+case "${1:-}" in
+    ingest) ingest ;;
+    publish) publish ;;
+    *) die "usage: webhdfs.sh ingest|publish" ;;
+esac

@@ -1,0 +1,420 @@
+"""optasia_etl_pipeline in the deployed stack: the DAG file, then real runs.
+
+The runs go in order on one store (the e2e inventory turns the cron schedule
+off, so every run is one of these tests'):
+
+  B0 clean batch -> published, Parquet read back from HDFS = _metrics.json = the contract
+  B1 next batch  -> resolves B0's pending rows; then rerun (cleared) -> identical
+  B2 too dirty   -> fails at quality_checks, nothing published, alert e-mail;
+                    clean files landed and the run cleared -> published
+  B3 DataNode stopped during spark_processing -> the task retries, the run succeeds
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.e2e.conftest import ROOT, api, run
+
+pytestmark = pytest.mark.e2e
+DAG = "optasia_etl_pipeline"
+STAGES = ["check_infrastructure", "batch_id", "wait_for_landing", "db_init", "ingest_raw", "spark_processing",
+          "quality_checks", "hdfs_storage", "cleanup"]
+# Four consecutive half-days, far enough ahead that no batch already in a store is later.
+_D = dt.date.today() + dt.timedelta(days=400)
+B0, B1, B2, B3 = f"{_D}_a", f"{_D}_b", f"{_D + dt.timedelta(days=1)}_a", f"{_D + dt.timedelta(days=1)}_b"
+ALLOWED = {"SMS", "USSD", "APP", "WEB"}
+
+
+class Pipeline:
+    def __init__(self, stack, token):
+        self.stack, self.token = stack, token
+        self.landing = Path(stack.home, "landing")
+        self.summaries: dict[str, dict] = {}
+        self.runs: dict[str, str] = {}
+        self.next_first = 0
+
+    # --- landing -------------------------------------------------------------
+    def land(self, batch: str, seed: int, dirty: float = 0.1, first: int | None = None) -> dict:
+        first = self.next_first if first is None else first
+        out = subprocess.run(
+            [sys.executable, "-m", "spark_jobs.datagen", "--landing", str(self.landing), "--batch-id", batch,
+             "--subscribers", "300", "--transactions", "2000", "--dirty-share", str(dirty), "--seed", str(seed),
+             "--first-subscriber", str(first), "--late-share", "0.05", "--orphan-share", "0.02",
+             "--resend-share", "0.05" if first else "0", "--summary", "--quiet"],
+            cwd=ROOT, capture_output=True, text=True, check=True)
+        folder = self.landing / batch
+        for p in [folder, *folder.iterdir()]:
+            os.chown(p, 50000, 0)
+        summary = json.loads(out.stdout)
+        self.summaries[batch] = summary
+        self.next_first = summary["next_first_subscriber"]
+        return summary
+
+    # --- Airflow -------------------------------------------------------------
+    def api(self, path, method="GET", body=None):
+        status, data = api(self.stack, path, method, body, token=self.token)
+        assert 200 <= status < 300, (path, status, data)
+        return data
+
+    def trigger(self, batch: str) -> str:
+        run_id = f"e2e_{batch}_{uuid.uuid4().hex[:6]}"
+        self.api(f"/api/v2/dags/{DAG}/dagRuns", "POST",
+                 {"dag_run_id": run_id, "logical_date": dt.datetime.now(dt.timezone.utc).isoformat(),
+                  "conf": {"batch_id": batch}})
+        self.runs[batch] = run_id
+        return run_id
+
+    def state(self, run_id: str) -> str:
+        return self.api(f"/api/v2/dags/{DAG}/dagRuns/{run_id}")["state"]
+
+    def wait(self, run_id: str, timeout: float = 900) -> str:
+        deadline, state = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            state = self.state(run_id)
+            if state in ("success", "failed"):
+                return state
+            time.sleep(4)
+        raise AssertionError(f"run {run_id} still {state} after {timeout}s: {self.tis(run_id)}")
+
+    def tis(self, run_id: str) -> dict:
+        tis = self.api(f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+        return {t["task_id"]: t for t in tis}
+
+    def log(self, run_id: str, task_id: str, try_number: int) -> str:
+        status, body = api(self.stack, f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task_id}/logs/"
+                           f"{try_number}?full_content=true", token=self.token)
+        return json.dumps(body) if not isinstance(body, str) else body
+
+    def clear(self, run_id: str):
+        self.api(f"/api/v2/dags/{DAG}/dagRuns/{run_id}/clear", "POST", {"dry_run": False})
+
+    def run_batch(self, batch: str, timeout: float = 900) -> str:
+        run_id = self.trigger(batch)
+        state = self.wait(run_id, timeout)
+        return state
+
+    def explain(self, run_id: str) -> str:
+        """Failed tasks and their log tails, for assertion messages."""
+        out = []
+        for task_id, ti in self.tis(run_id).items():
+            if ti["state"] not in ("success", None):
+                out.append(f"{task_id}: {ti['state']} (try {ti['try_number']})\n"
+                           + self.log(run_id, task_id, max(1, ti["try_number"]))[-3000:])
+        return "\n".join(out)
+
+    # --- HDFS and the store --------------------------------------------------
+    def hdfs(self, *args, check=True):
+        return self.stack.compose("exec", "-T", "namenode", "hdfs", "dfs", *args, check=check)
+
+    def metrics_doc(self, batch: str) -> dict:
+        return json.loads(self.hdfs("-cat", f"/optasia/warehouse/transactions/batch_id={batch}/_metrics.json").stdout)
+
+    def download(self, dataset: str, batch: str, dest: Path) -> Path:
+        inside = f"/tmp/e2e-{uuid.uuid4().hex[:8]}"
+        self.hdfs("-get", f"/optasia/warehouse/{dataset}/batch_id={batch}", inside)
+        cid = self.stack.compose("ps", "-q", "namenode").stdout.strip()
+        dest.mkdir(parents=True, exist_ok=True)
+        run(["docker", "cp", f"{cid}:{inside}", str(dest / dataset)])
+        self.stack.compose("exec", "-T", "namenode", "rm", "-rf", inside)
+        return dest / dataset
+
+    def rows(self, dataset: str, batch: str, dest: Path, order: str) -> list[tuple]:
+        import duckdb
+
+        folder = self.download(dataset, batch, dest)
+        return duckdb.sql(f"SELECT * FROM read_parquet('{folder}/*.parquet') ORDER BY {order}").fetchall()
+
+    def sql(self, query: str, *params):
+        ep = self.stack.endpoints()
+        with psycopg.connect(host="127.0.0.1", port=int(ep["postgres_port"]), dbname="optasia", user="optasia",
+                             password=self.stack.secret("postgres_store_password")) as conn:
+            return conn.execute(query, params).fetchall()
+
+    def store_state(self):
+        subs = self.sql("SELECT sub_id, activation_date, row_key, batch_id FROM subscribers ORDER BY sub_id")
+        pending = self.sql("SELECT ts, sub_id, amount, channel, record::text, added_batch_id, removed_batch_id "
+                           "FROM pending_transactions ORDER BY ts, sub_id, amount, channel, record::text")
+        return subs, pending
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack, token):
+    return Pipeline(stack, token)
+
+
+# ----------------------------------------------------------------------------
+# the DAG file, in the Airflow image
+# ----------------------------------------------------------------------------
+
+INSPECT = r'''
+import datetime as dt, json, sys, time
+t0 = time.perf_counter()
+from airflow.models.dagbag import DagBag
+bag = DagBag(dag_folder="/opt/airflow/dags", include_examples=False)
+total = time.perf_counter() - t0
+stats = {s.file.rsplit("/", 1)[-1]: s.duration.total_seconds() if hasattr(s.duration, "total_seconds")
+         else float(s.duration) for s in bag.dagbag_stats}
+dag = bag.dags.get("optasia_etl_pipeline")
+out = {"import_errors": {k: str(v)[-2000:] for k, v in bag.import_errors.items()}, "stats": stats,
+       "total": total, "dags": sorted(bag.dags)}
+if dag is not None:
+    order = [t.task_id for t in dag.topological_sort()] if hasattr(dag, "topological_sort") else []
+    out["dag"] = {
+        "schedule": str(dag.timetable.summary), "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
+        "tags": sorted(dag.tags), "owner": dag.owner, "doc": bool(dag.doc_md and "quality_checks" in dag.doc_md),
+        "tasks": {t.task_id: {
+            "upstream": sorted(t.upstream_task_ids), "downstream": sorted(t.downstream_task_ids),
+            "retries": t.retries, "backoff": t.retry_exponential_backoff,
+            "retry_delay": t.retry_delay.total_seconds(), "trigger_rule": str(t.trigger_rule),
+            "depends_on_past": t.depends_on_past, "classes": [c.__name__ for c in type(t).__mro__],
+            "inlets": [getattr(a, "uri", str(a)) for a in t.inlets],
+            "outlets": [getattr(a, "uri", str(a)) for a in t.outlets],
+            "callback": bool(t.on_failure_callback),
+            "mount_tmp_dir": getattr(t, "mount_tmp_dir", None)} for t in dag.tasks}}
+    # the batch id rule
+    from optasia_pipeline import tasks
+    from airflow.exceptions import AirflowFailException
+    class Run:
+        conf = {}
+        run_after = None
+    def bid(when=None, conf=None):
+        r = Run(); r.conf = conf or {}; r.run_after = when
+        try:
+            return tasks.batch_id(logical_date=when, dag_run=r, params={})
+        except AirflowFailException as exc:
+            return "refused: " + str(exc)
+    utc = dt.timezone.utc
+    out["batch_ids"] = [bid(dt.datetime(2024, 3, 1, 0, 0, tzinfo=utc)), bid(dt.datetime(2024, 3, 1, 11, 59, 59, tzinfo=utc)),
+                        bid(dt.datetime(2024, 3, 1, 12, 0, tzinfo=utc)),
+                        bid(dt.datetime(2024, 3, 1, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=3)))),
+                        bid(dt.datetime(2024, 3, 1, 5, 0, tzinfo=utc), {"batch_id": "2023-12-31_b"}),
+                        bid(dt.datetime(2024, 3, 1, 5, 0, tzinfo=utc), {"batch_id": "2023-02-30_a"})]
+print("INSPECT" + json.dumps(out))
+'''
+
+
+@pytest.fixture(scope="module")
+def dag_file(stack):
+    image = run(["docker", "compose", "-p", "optasia-airflow", "images", "-q", "airflow-worker"]).stdout.split()[0]
+    # --network none: the DAG file must parse with no network at all.
+    p = run(["docker", "run", "--rm", "-i", "--network", "none", "-v", f"{ROOT}/dags:/opt/airflow/dags:ro",
+             "-e", "AIRFLOW__CORE__LOAD_EXAMPLES=false", "-e", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite://",
+             image, "python", "-"], input=INSPECT)
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("INSPECT")][-1]
+    return json.loads(line[len("INSPECT"):])
+
+
+def test_the_dag_file_imports_with_no_errors_and_parses_fast(dag_file):
+    assert dag_file["import_errors"] == {}
+    assert "optasia_etl_pipeline" in dag_file["dags"]
+    print(f"\nparse time of optasia_etl_pipeline.py: {dag_file['stats']['optasia_etl_pipeline.py']:.3f}s "
+          f"(whole DagBag incl. Airflow import {dag_file['total']:.1f}s)")
+    assert dag_file["stats"]["optasia_etl_pipeline.py"] < 1.0
+
+
+def test_the_dag_has_the_stages_in_order_with_their_policies(dag_file):
+    d = dag_file["dag"]
+    assert "0 */12 * * *" in d["schedule"] and d["catchup"] is False and d["max_active_runs"] == 1
+    assert d["owner"] == "optasia" and "optasia" in d["tags"] and d["doc"]
+    t = d["tasks"]
+    assert sorted(t) == sorted(STAGES)
+    for up, down in zip(STAGES, STAGES[1:]):
+        assert t[up]["downstream"] == [down] and t[down]["upstream"] == [up]
+    # transient failures retry with exponential back-off; the gate and the id do not
+    for task in ("check_infrastructure", "db_init", "ingest_raw", "spark_processing", "hdfs_storage"):
+        assert t[task]["retries"] >= 2 and t[task]["backoff"] and t[task]["retry_delay"] > 0, task
+    assert t["batch_id"]["retries"] == 0 and t["wait_for_landing"]["retries"] == 0
+    assert t["cleanup"]["trigger_rule"].endswith("all_done")
+    assert all(t[x]["trigger_rule"].endswith("all_success") for x in STAGES[:-1])
+    assert {x for x in t if t[x]["depends_on_past"]} == {"spark_processing", "hdfs_storage"}
+    assert all(t[x]["callback"] for x in t)
+    assert "DockerOperator" in t["spark_processing"]["classes"] and t["spark_processing"]["mount_tmp_dir"] is False
+    assert "DockerOperator" in t["db_init"]["classes"]
+    assert "BashOperator" in t["ingest_raw"]["classes"] and "BashOperator" in t["hdfs_storage"]["classes"]
+    assert "BaseSensorOperator" in t["wait_for_landing"]["classes"]
+    raw = "hdfs://namenode:8020/optasia/raw"
+    assert t["ingest_raw"]["outlets"] == [raw] and raw in t["spark_processing"]["inlets"]
+    assert "hdfs://namenode:8020/optasia/warehouse/transactions" in t["hdfs_storage"]["outlets"]
+
+
+def test_the_batch_id_follows_the_contract(dag_file):
+    a, a_late, b, zoned, named, invalid = dag_file["batch_ids"]
+    assert (a, a_late, b) == ("2024-03-01_a", "2024-03-01_a", "2024-03-01_b")
+    assert zoned == "2024-03-01_b"          # 23:30+03:00 is 20:30 UTC
+    assert named == "2023-12-31_b"
+    assert invalid.startswith("refused:") and "2023-02-30_a" in invalid
+
+
+# ----------------------------------------------------------------------------
+# runs in the deployed stack
+# ----------------------------------------------------------------------------
+
+def check_partition(p: Pipeline, batch: str, tmp: Path) -> dict:
+    """The published Parquet read back from HDFS against _metrics.json and the contract."""
+    doc = p.metrics_doc(batch)
+    m = doc["metrics"]
+    assert doc["batch_id"] == batch
+    import duckdb
+
+    folder = p.download("transactions", batch, tmp)
+    rel = f"read_parquet('{folder}/*.parquet')"
+    schema = {r[0]: r[1] for r in duckdb.sql(f"DESCRIBE SELECT * FROM {rel}").fetchall()}
+    assert schema == {"timestamp": "TIMESTAMP WITH TIME ZONE", "sub_row_key": "VARCHAR", "sub_id": "VARCHAR",
+                      "amount": "DECIMAL(18,4)", "channel": "VARCHAR", "activation_date": "DATE"} or \
+        schema == {"timestamp": "TIMESTAMP", "sub_row_key": "VARCHAR", "sub_id": "VARCHAR",
+                   "amount": "DECIMAL(18,4)", "channel": "VARCHAR", "activation_date": "DATE"}, schema
+    n, bad_channel, bad_amount, bad_key, before, dups = duckdb.sql(f"""
+        SELECT count(*),
+               count(*) FILTER (WHERE channel NOT IN ('SMS','USSD','APP','WEB')),
+               count(*) FILTER (WHERE amount <= 0),
+               count(*) FILTER (WHERE sub_row_key <> sub_id || '_' || strftime(activation_date, '%Y%m%d')),
+               count(*) FILTER (WHERE CAST(timestamp AS DATE) < activation_date),
+               count(*) - (SELECT count(*) FROM (SELECT DISTINCT timestamp, sub_id, amount, channel FROM {rel}))
+        FROM {rel}""").fetchone()
+    assert n == m["published"] and n > 0
+    assert (bad_channel, bad_amount, bad_key, before, dups) == (0, 0, 0, 0, 0)
+    rejects = p.download("rejects", batch, tmp / "r")
+    n_rej = duckdb.sql(f"SELECT count(*) FROM read_parquet('{rejects}/*.parquet')").fetchone()[0]
+    assert n_rej == sum(m["subscribers_rejected"].values()) + sum(m["transactions_rejected"].values())
+    # the Spark job's numbers hold the conservation laws
+    assert m["subscribers_input"] == (sum(m["subscribers_rejected"].values()) + m["subscribers_duplicate"]
+                                      + m["subscribers_inserted"] + m["subscribers_updated"]
+                                      + m["subscribers_unchanged"])
+    assert m["transactions_input"] + m["pending_in"] == (sum(m["transactions_rejected"].values())
+                                                         + m["transactions_duplicate"] + m["published"]
+                                                         + m["pending_out"])
+    # and agree with the generator's own reading of the contract
+    s = p.summaries[batch]["expected"]
+    assert m["subscribers_input"] == s["subscribers"]["input"]
+    assert m["subscribers_rejected"] == s["subscribers"]["rejected"]
+    assert m["transactions_input"] == s["transactions"]["input"]
+    for reason in ("malformed_row", "invalid_timestamp", "invalid_sub_id", "invalid_amount", "invalid_channel"):
+        assert m["transactions_rejected"][reason] == s["transactions"]["rejected"][reason], reason
+    assert m["published"] - m["pending_resolved"] == s["transactions"]["published"]
+    assert p.sql("SELECT status, published_run_id FROM etl_batches WHERE batch_id = %s", batch) == [
+        ("published", doc["run_id"])]
+    _success = p.hdfs("-test", "-e", f"/optasia/warehouse/transactions/batch_id={batch}/_SUCCESS", check=False)
+    assert _success.returncode == 0
+    return doc
+
+
+def test_a_clean_batch_is_published(pipeline, mailbox, tmp_path):
+    p = pipeline
+    p.land(B0, seed=21)
+    run_id = p.trigger(B0)
+    assert p.wait(run_id) == "success", p.explain(run_id)
+    tis = p.tis(run_id)
+    assert {t: tis[t]["state"] for t in STAGES} == {t: "success" for t in STAGES}
+    doc = check_partition(p, B0, tmp_path)
+    assert doc["metrics"]["pending_out"] > 0          # B0 leaves rows for the late subscribers of B1
+    # raw holds the landing files byte for byte; landing archived; staging gone
+    for f in ("subscribers.csv", "transactions.csv"):
+        size = int(p.hdfs("-stat", "%b", f"/optasia/raw/{B0}/{f}").stdout.strip())
+        assert size == (p.landing / "_archive" / B0 / f).stat().st_size
+    assert not (p.landing / B0).exists()
+    assert p.hdfs("-test", "-e", f"/optasia/staging/{B0}", check=False).returncode != 0
+
+
+def test_the_next_batch_resolves_the_pending_rows(pipeline, tmp_path):
+    p = pipeline
+    before = p.metrics_doc(B0)["metrics"]
+    p.land(B1, seed=22)
+    run_id = p.trigger(B1)
+    assert p.wait(run_id) == "success", p.explain(run_id)
+    m = check_partition(p, B1, tmp_path)["metrics"]
+    assert m["pending_in"] == before["pending_out"]
+    assert m["pending_resolved"] > 0
+
+
+def test_rerunning_the_latest_batch_leaves_identical_rows_and_state(pipeline, tmp_path):
+    p = pipeline
+    run_id = p.runs[B1]
+    first_doc = p.metrics_doc(B1)
+    rows = p.rows("transactions", B1, tmp_path / "1", "timestamp, sub_id, amount, channel")
+    rejects = p.rows("rejects", B1, tmp_path / "1r", "source, reason, record")
+    store = p.store_state()
+    p.clear(run_id)
+    time.sleep(5)
+    assert p.wait(run_id) == "success", p.explain(run_id)
+    doc = p.metrics_doc(B1)
+    assert doc["run_id"] > first_doc["run_id"]              # really run again
+    assert doc["metrics"] == first_doc["metrics"]
+    assert p.rows("transactions", B1, tmp_path / "2", "timestamp, sub_id, amount, channel") == rows
+    assert p.rows("rejects", B1, tmp_path / "2r", "source, reason, record") == rejects
+    assert p.store_state() == store
+
+
+def test_a_batch_over_the_reject_threshold_fails_at_the_gate_and_alerts(pipeline, mailbox, tmp_path):
+    p = pipeline
+    first = p.next_first
+    p.land(B2, seed=23, dirty=0.9)
+    run_id = p.trigger(B2)
+    assert p.wait(run_id) == "failed"
+    tis = p.tis(run_id)
+    states = {t: tis[t]["state"] for t in STAGES}
+    assert states["spark_processing"] == "success" and states["quality_checks"] == "failed", states
+    assert tis["quality_checks"]["try_number"] == 1            # a contract failure is not retried
+    assert states["hdfs_storage"] == "upstream_failed" and states["cleanup"] == "success", states
+    log = p.log(run_id, "quality_checks", 1)
+    assert "reject ratio" in log and "above the threshold 0.2" in log
+    # nothing published, the inputs kept for a rerun
+    assert p.hdfs("-test", "-e", f"/optasia/warehouse/transactions/batch_id={B2}", check=False).returncode != 0
+    assert p.hdfs("-test", "-e", f"/optasia/warehouse/rejects/batch_id={B2}", check=False).returncode != 0
+    assert (p.landing / B2 / "transactions.csv").exists()
+    assert p.sql("SELECT status FROM etl_batches WHERE batch_id = %s", B2) == [("staged",)]
+    # the alert: DAG, task, batch, log URL, reason
+    mail = mailbox.wait_for(f"batch {B2}", "quality_checks")
+    assert "ops@example.com" in mail and DAG in mail and "reject ratio" in mail
+    assert f"/dags/{DAG}/runs/" in mail and "/tasks/quality_checks" in mail
+    # fixed inputs landed, the failed run cleared: the same batch goes through
+    p.land(B2, seed=24, dirty=0.1, first=first)
+    p.clear(run_id)
+    time.sleep(5)
+    assert p.wait(run_id) == "success", p.explain(run_id)
+    check_partition(p, B2, tmp_path)
+
+
+def test_a_datanode_outage_during_spark_processing_is_retried(pipeline, stack):
+    p = pipeline
+    p.land(B3, seed=25)
+    run_id = p.trigger(B3)
+    datanode = stack.compose("ps", "-q", "datanode").stdout.strip()
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:   # the spark-job container of this batch is up
+        if run(["docker", "ps", "-q", "--filter", f"label=optasia.batch_id={B3}",
+                "--filter", "label=optasia.task=spark_processing"]).stdout.strip():
+            break
+        assert p.state(run_id) not in ("success", "failed"), p.explain(run_id)
+        time.sleep(1)
+    else:
+        raise AssertionError("spark_processing never started")
+    run(["docker", "stop", "-t", "5", datanode])
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            ti = p.tis(run_id)["spark_processing"]
+            if ti["state"] == "up_for_retry" or ti["try_number"] >= 2:
+                break
+            time.sleep(2)
+        else:
+            raise AssertionError(f"spark_processing did not fail over while the DataNode was down: {ti}")
+    finally:
+        run(["docker", "start", datanode])
+    assert p.wait(run_id, timeout=1200) == "success", p.explain(run_id)
+    ti = p.tis(run_id)["spark_processing"]
+    assert ti["try_number"] >= 2
+    first_try = p.log(run_id, "spark_processing", 1)
+    assert "will retry" in first_try
+    assert p.metrics_doc(B3)["batch_id"] == B3
+    stack.health()
