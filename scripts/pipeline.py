@@ -200,11 +200,11 @@ def report(af: Airflow, run_id: str, batch: str, state: str) -> int:
     for key in ("subscribers_input", "subscribers_inserted", "subscribers_updated", "subscribers_unchanged",
                 "subscribers_duplicate", "transactions_input", "pending_in", "published", "pending_resolved",
                 "transactions_duplicate", "pending_out"):
-        say(f"  {key:<24} {m[key]:>12,}")
+        say(f"  {key:<44} {m[key]:>10,}")
     for group in ("subscribers_rejected", "transactions_rejected"):
         for reason, n in sorted(m[group].items()):
             if n:
-                say(f"  {group + '.' + reason:<40} {n:>8,}")
+                say(f"  {group + '.' + reason:<44} {n:>10,}")
     say(f"\nAirflow UI:   {af.base}/dags/{DAG}  (user admin, password: `make admin-password`)")
     say(f"NameNode UI:  http://localhost:9870/explorer.html#{part}")
     return 0

@@ -21,7 +21,7 @@ import re
 import shutil
 from pathlib import Path
 
-from airflow.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 from airflow.providers.docker.exceptions import DockerContainerFailedException
 from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.providers.standard.operators.bash import BashOperator
@@ -229,7 +229,6 @@ class LandingSensor(BaseSensorOperator):
         self._missing: list[str] = []
 
     def execute(self, context):
-        from airflow.exceptions import AirflowSensorTimeout
 
         self.timeout = float(settings().get("landing_timeout_minutes", 360)) * 60
         try:

@@ -23,7 +23,7 @@ url() { printf '%s%s?op=%s&user.name=%s%s' "$WEBHDFS" "$1" "$2" "$HDFS_USER" "${
 # call METHOD PATH OP [QUERY]: the JSON answer; a RemoteException becomes a clear error.
 call() {
     local out code
-    out=$(curl -sS --max-time 60 -X "$1" -w '\n%{http_code}' "$(url "$2" "$3" "${4:-}")") \
+    out=$(curl -sS -L --max-time 60 -X "$1" -w '\n%{http_code}' "$(url "$2" "$3" "${4:-}")") \
         || die "WebHDFS $3 $2: the NameNode at ${WEBHDFS%%/webhdfs*} is unreachable"
     code=${out##*$'\n'}; out=${out%$'\n'*}
     if [ "${code:0:1}" != 2 ]; then

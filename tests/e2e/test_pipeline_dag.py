@@ -184,7 +184,7 @@ if dag is not None:
             "mount_tmp_dir": getattr(t, "mount_tmp_dir", None)} for t in dag.tasks}}
     # the batch id rule
     from optasia_pipeline import tasks
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
     class Run:
         conf = {}
         run_after = None
@@ -200,6 +200,13 @@ if dag is not None:
                         bid(dt.datetime(2024, 3, 1, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=3)))),
                         bid(dt.datetime(2024, 3, 1, 5, 0, tzinfo=utc), {"batch_id": "2023-12-31_b"}),
                         bid(dt.datetime(2024, 3, 1, 5, 0, tzinfo=utc), {"batch_id": "2023-02-30_a"})]
+    m = {"subscribers_input": 10, "subscribers_rejected": {"malformed_row": 2}, "subscribers_duplicate": 1,
+         "subscribers_inserted": 5, "subscribers_updated": 1, "subscribers_unchanged": 1,
+         "transactions_input": 100, "pending_in": 10, "transactions_rejected": {"invalid_amount": 30},
+         "transactions_duplicate": 5, "published": 60, "pending_out": 15}
+    broken = dict(m, published=59)
+    out["gate"] = {"ok": tasks.conservation_errors(m), "broken": tasks.conservation_errors(broken),
+                   "ratio": list(tasks.reject_ratio(m))}
 print("INSPECT" + json.dumps(out))
 '''
 
@@ -246,6 +253,14 @@ def test_the_dag_has_the_stages_in_order_with_their_policies(dag_file):
     raw = "hdfs://namenode:8020/optasia/raw"
     assert t["ingest_raw"]["outlets"] == [raw] and raw in t["spark_processing"]["inlets"]
     assert "hdfs://namenode:8020/optasia/warehouse/transactions" in t["hdfs_storage"]["outlets"]
+
+
+def test_the_gate_arithmetic(dag_file):
+    g = dag_file["gate"]
+    assert g["ok"] == []
+    assert g["broken"] == ["transactions_input + pending_in 110 != rejected + duplicate + published + "
+                           "pending_out 109"]
+    assert g["ratio"] == [32 / 120, 32, 120]
 
 
 def test_the_batch_id_follows_the_contract(dag_file):
