@@ -3,13 +3,12 @@
 The runs go in order on one store (the e2e inventory turns the cron schedule
 off, so every run is one of these tests'):
 
-  `make demo` -> today's half-day batch, ~100k transactions, published
-
   B0 clean batch -> published, Parquet read back from HDFS = _metrics.json = the contract
   B1 next batch  -> resolves B0's pending rows; then rerun (cleared) -> identical
   B2 too dirty   -> fails at quality_checks, nothing published, alert e-mail;
                     clean files landed and the run cleared -> published
   B3 DataNode stopped during spark_processing -> the task retries, the run succeeds
+  `make demo` -> today's half-day batch (~100k transactions), published, result printed
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ pytestmark = pytest.mark.e2e
 DAG = "optasia_etl_pipeline"
 STAGES = ["check_infrastructure", "batch_id", "wait_for_landing", "db_init", "ingest_raw", "spark_processing",
           "quality_checks", "hdfs_storage", "cleanup"]
-# Four consecutive half-days, far enough ahead that no batch already in a store is later.
-_D = dt.date.today() + dt.timedelta(days=400)
+# Four consecutive half-days in the past: `make demo` (today's batch, last) comes after them.
+_D = dt.date.today() - dt.timedelta(days=400)
 B0, B1, B2, B3 = f"{_D}_a", f"{_D}_b", f"{_D + dt.timedelta(days=1)}_a", f"{_D + dt.timedelta(days=1)}_b"
 ALLOWED = {"SMS", "USSD", "APP", "WEB"}
 
@@ -327,23 +326,6 @@ def check_partition(p: Pipeline, batch: str, tmp: Path) -> dict:
     return doc
 
 
-def test_make_demo_runs_a_sample_batch_end_to_end(stack):
-    """What a new user runs first: `make demo` lands ~100k transactions for the
-    current half-day, runs the DAG through the REST API and prints the result."""
-    now = dt.datetime.now(dt.timezone.utc)
-    batch = f"{now:%Y-%m-%d}_{'a' if now.hour < 12 else 'b'}"
-    p = run(["make", "--no-print-directory", "demo"], env={"OPTASIA_HOME": stack.home}, timeout=2400)
-    out = p.stdout
-    print(out[-2500:])
-    assert f"batch {batch} published" in out
-    assert f"hdfs://namenode:8020/optasia/warehouse/transactions/batch_id={batch}" in out
-    assert "counts from _metrics.json:" in out and "spark_processing       success" in out
-    published = int(next(ln.split()[-1] for ln in out.splitlines() if ln.strip().startswith("published "))
-                    .replace(",", ""))
-    assert published > 80_000
-    assert "http://127.0.0.1:8080/dags/optasia_etl_pipeline" in out and "http://localhost:9870/" in out
-
-
 def test_a_clean_batch_is_published(pipeline, mailbox, tmp_path):
     p = pipeline
     p.land(B0, seed=21)
@@ -453,3 +435,20 @@ def test_a_datanode_outage_during_spark_processing_is_retried(pipeline, stack):
     assert "will retry" in first_try
     assert p.metrics_doc(B3)["batch_id"] == B3
     stack.health()
+
+
+def test_make_demo_runs_a_sample_batch_end_to_end(stack):
+    """What a new user runs first: `make demo` lands ~100k transactions for the
+    current half-day, runs the DAG through the REST API and prints the result."""
+    now = dt.datetime.now(dt.timezone.utc)
+    batch = f"{now:%Y-%m-%d}_{'a' if now.hour < 12 else 'b'}"
+    p = run(["make", "--no-print-directory", "demo"], env={"OPTASIA_HOME": stack.home}, timeout=2400)
+    out = p.stdout
+    print(out[-2500:])
+    assert f"batch {batch} published" in out
+    assert f"hdfs://namenode:8020/optasia/warehouse/transactions/batch_id={batch}" in out
+    assert "counts from _metrics.json:" in out and "spark_processing       success" in out
+    published = int(next(ln.split()[-1] for ln in out.splitlines() if ln.strip().startswith("published "))
+                    .replace(",", ""))
+    assert published > 80_000
+    assert "http://127.0.0.1:8080/dags/optasia_etl_pipeline" in out and "http://localhost:9870/" in out
