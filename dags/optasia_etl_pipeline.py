@@ -14,7 +14,7 @@ the subscriber store in PostgreSQL and publishes Parquet into HDFS, every 12 h.
 | `spark_processing` | DockerOperator: the spark-job image on the shared network runs `stage` (validate, match, write staging, apply to the store as *staged*) | retried if transient; contract and order failures fail at once |
 | `quality_checks` | staged `_metrics.json` = the store's metrics, conservation laws, schema, reject ratio <= `reject_threshold` | fails at once, nothing published |
 | `hdfs_storage` | Bash over WebHDFS: one rename per partition into the warehouse, `_SUCCESS` and run id checked, store marked *published* | retried (safe to repeat) |
-| `cleanup` | runs after failures too: landing files archived and staging removed only after a publish; raw beyond `raw_retention_days` pruned | |
+| `cleanup` | teardown, runs after failures too: landing files archived and staging removed only after a publish; raw beyond `raw_retention_days` pruned | does not change the run's state |
 
 Every setting comes from the `optasia_pipeline` Variable and the
 `optasia_store`, `optasia_hdfs` and `smtp_default` Connections, all written by
@@ -97,7 +97,9 @@ with DAG(
         outlets=[PUBLISHED, REJECTS],
         execution_timeout=dt.timedelta(minutes=30),
     )
-    cleanup = PythonOperator(task_id="cleanup", python_callable=tasks.cleanup, trigger_rule="all_done")
+    cleanup = PythonOperator(task_id="cleanup", python_callable=tasks.cleanup)
 
+    # cleanup is a teardown: it runs once the others are done, failed or not, and
+    # the run's state is that of the pipeline, not of its cleanup.
     (check_infrastructure >> batch_id >> wait_for_landing >> db_init >> ingest_raw >> spark_processing
-     >> quality_checks >> hdfs_storage >> cleanup)
+     >> quality_checks >> hdfs_storage >> cleanup.as_teardown(setups=check_infrastructure))

@@ -182,7 +182,7 @@ if dag is not None:
             "depends_on_past": t.depends_on_past, "classes": [c.__name__ for c in type(t).__mro__],
             "inlets": [getattr(a, "uri", str(a)) for a in t.inlets],
             "outlets": [getattr(a, "uri", str(a)) for a in t.outlets],
-            "callback": bool(t.on_failure_callback),
+            "callback": bool(t.on_failure_callback), "is_setup": t.is_setup, "is_teardown": t.is_teardown,
             "mount_tmp_dir": getattr(t, "mount_tmp_dir", None)} for t in dag.tasks}}
     # the batch id rule
     from optasia_pipeline import tasks
@@ -238,13 +238,18 @@ def test_the_dag_has_the_stages_in_order_with_their_policies(dag_file):
     assert d["owner"] == "optasia" and "optasia" in d["tags"] and d["doc"]
     t = d["tasks"]
     assert sorted(t) == sorted(STAGES)
-    for up, down in zip(STAGES, STAGES[1:]):
+    for up, down in zip(STAGES[1:-1], STAGES[2:-1]):
         assert t[up]["downstream"] == [down] and t[down]["upstream"] == [up]
+    assert t["check_infrastructure"]["downstream"] == ["batch_id", "cleanup"]
+    assert t["cleanup"]["upstream"] == ["check_infrastructure", "hdfs_storage"]
+    # cleanup is a teardown: it runs after failures, and a failed stage still fails the run
+    assert t["cleanup"]["is_teardown"] and t["check_infrastructure"]["is_setup"]
+    assert [x for x in t if t[x]["is_teardown"]] == ["cleanup"]
     # transient failures retry with exponential back-off; the gate and the id do not
     for task in ("check_infrastructure", "db_init", "ingest_raw", "spark_processing", "hdfs_storage"):
         assert t[task]["retries"] >= 2 and t[task]["backoff"] and t[task]["retry_delay"] > 0, task
     assert t["batch_id"]["retries"] == 0 and t["wait_for_landing"]["retries"] == 0
-    assert t["cleanup"]["trigger_rule"] == "all_done"
+    assert t["cleanup"]["trigger_rule"] == "all_done_setup_success"
     assert all(t[x]["trigger_rule"] == "all_success" for x in STAGES[:-1])
     assert {x for x in t if t[x]["depends_on_past"]} == {"spark_processing", "hdfs_storage"}
     assert all(t[x]["callback"] for x in t)
