@@ -22,6 +22,19 @@ _UNREACHABLE = (
 )
 
 
+def java_error_chain(exc: Py4JJavaError) -> list[str]:
+    """The Java exception and its causes, outermost first (Spark wraps the real cause)."""
+    out: list[str] = []
+    try:
+        j = exc.java_exception
+        while j is not None and len(out) < 12:
+            out.append(str(j.toString()))
+            j = j.getCause()
+    except Exception:  # noqa: BLE001
+        out = out or [str(exc).splitlines()[0]]
+    return out
+
+
 def java_error_text(exc: Py4JJavaError) -> str:
     try:
         return str(exc.java_exception.toString())

@@ -34,7 +34,7 @@ from pyspark.sql.utils import AnalysisException
 
 from . import transform as tr
 from .config import ContractError, EtlError, InfrastructureError, JobConfig, OrderError
-from .fs import HadoopFs, java_error_text
+from .fs import HadoopFs, java_error_chain
 from .migrations import latest_version
 from .store import RunPlan, Store
 
@@ -183,17 +183,23 @@ def _schema(df: DataFrame) -> list[list[str]]:
 
 
 def _translate_jvm(exc: Exception, cfg: JobConfig) -> Exception:
-    text = java_error_text(exc) if isinstance(exc, Py4JJavaError) else str(exc)
-    if "org.postgresql.Driver" in text or "No suitable driver" in text:
+    chain = java_error_chain(exc) if isinstance(exc, Py4JJavaError) else [str(exc)]
+
+    def find(*needles: str) -> str | None:
+        return next((c for c in chain if any(n in c for n in needles)), None)
+
+    if find("org.postgresql.Driver", "No suitable driver"):
         return EtlError("the PostgreSQL JDBC driver is not on Spark's classpath: pass --jdbc-jar, "
                         "set OPTASIA_JDBC_JAR, or run scripts/fetch-jars.sh")
-    if "PSQLException" in text and ("Connection" in text or "connect" in text):
-        return InfrastructureError(f"Spark cannot reach the store database at {cfg.database.where}: {text}")
-    if "ConnectException" in text or "SafeModeException" in text or "StandbyException" in text:
-        return InfrastructureError(f"the filesystem is not reachable or not ready: {text}")
-    if ("BlockMissingException" in text or "could only be written to 0" in text
-            or "All datanodes" in text and "are bad" in text):
-        return InfrastructureError(f"HDFS has no DataNode that serves the data (is a DataNode down?): {text}")
+    cause = next((c for c in chain if "PSQLException" in c and ("Connection" in c or "connect" in c)), None)
+    if cause:
+        return InfrastructureError(f"Spark cannot reach the store database at {cfg.database.where}: {cause}")
+    cause = find("ConnectException", "SafeModeException", "StandbyException")
+    if cause:
+        return InfrastructureError(f"the filesystem is not reachable or not ready: {cause}")
+    cause = find("BlockMissingException", "could only be written to 0", "are bad. Aborting")
+    if cause:
+        return InfrastructureError(f"HDFS has no DataNode that serves the data (is a DataNode down?): {cause}")
     return exc
 
 

@@ -351,11 +351,18 @@ def _bytes(size: str) -> int:
 
 def _last_error(lines) -> str:
     text = [ln.decode(errors="replace") if isinstance(ln, bytes) else str(ln) for ln in (lines or [])]
-    errors = [ln.strip() for ln in text if ln.strip().startswith("ERROR:")]
-    if errors:
+    lines = [ln.strip() for ln in text if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("ERROR:")]
+    if errors:   # the job's own one-line diagnosis
         return errors[-1][len("ERROR:"):].strip()
-    tail = [ln.strip() for ln in text if ln.strip()]
-    return tail[-1] if tail else ""
+    # an uncaught JVM error: its deepest cause says most
+    causes = [ln for ln in lines if ln.startswith("Caused by:")]
+    if causes:
+        return causes[-1][:1000]
+    thrown = [ln for ln in lines if re.match(r"^[\w.$]+(Exception|Error)\b", ln)]
+    if thrown:
+        return thrown[-1][:1000]
+    return lines[-1][:1000] if lines else ""
 
 
 def staged_run(s: dict, batch: str) -> tuple[int, dict]:
