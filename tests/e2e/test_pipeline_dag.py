@@ -209,6 +209,10 @@ if dag is not None:
     broken = dict(m, published=59)
     out["gate"] = {"ok": tasks.conservation_errors(m), "broken": tasks.conservation_errors(broken),
                    "ratio": list(tasks.reject_ratio(m))}
+    out["reasons"] = [tasks._last_error(["INFO x", "ERROR: reject this", "done"]),
+                      tasks._last_error([b"py4j.protocol.Py4JJavaError: o856.collectToPython",
+                                         b"Caused by: org.apache.hadoop.hdfs.BlockMissingException: no block",
+                                         b"\tat org.x(Y.java:1)", b"\t... 49 more"])]
 print("INSPECT" + json.dumps(out))
 '''
 
@@ -268,6 +272,11 @@ def test_the_gate_arithmetic(dag_file):
     assert g["broken"] == ["transactions_input + pending_in 110 != rejected + duplicate + published + "
                            "pending_out 109"]
     assert g["ratio"] == [32 / 120, 32, 120]
+
+
+def test_a_failed_container_is_explained_by_its_own_words(dag_file):
+    assert dag_file["reasons"] == ["reject this",
+                                   "Caused by: org.apache.hadoop.hdfs.BlockMissingException: no block"]
 
 
 def test_the_batch_id_follows_the_contract(dag_file):
