@@ -104,8 +104,19 @@ class Airflow:
         except ValueError:
             return out
         if isinstance(content, list):
-            return "\n".join(str(c.get("event", c)) if isinstance(c, dict) else str(c) for c in content)
+            return "\n".join(_log_line(c) for c in content)
         return str(content)
+
+
+def _log_line(entry) -> str:
+    """One structured log entry as text; a task's exception is in its error_detail."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    text = str(entry.get("event", ""))
+    details = entry.get("error_detail") or []
+    if isinstance(details, list) and details:
+        text += " " + "; ".join(f"{d.get('exc_type')}: {d.get('exc_value')}" for d in details if isinstance(d, dict))
+    return text
 
 
 def batch_of_run(r: dict) -> str | None:

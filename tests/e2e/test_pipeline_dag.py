@@ -8,6 +8,7 @@ off, so every run is one of these tests'):
   B2 too dirty   -> fails at quality_checks, nothing published, alert e-mail;
                     clean files landed and the run cleared -> published
   B3 DataNode stopped during spark_processing -> the task retries, the run succeeds
+  B4 too dirty, `make abandon` -> store changes undone, the DAG unblocked
   `make demo` -> today's half-day batch (~100k transactions), published, result printed
 """
 
@@ -446,6 +447,24 @@ def test_a_datanode_outage_during_spark_processing_is_retried(pipeline, stack):
     assert "will retry" in first_try
     assert p.metrics_doc(B3)["batch_id"] == B3
     stack.health()
+
+
+def test_make_abandon_gives_up_a_failed_batch_so_later_ones_run(pipeline, stack):
+    """A batch failed after staging blocks later ones until it is rerun or abandoned;
+    `make abandon` undoes its store changes and unblocks the DAG (the demo run next
+    goes through)."""
+    p = pipeline
+    b4 = f"{_D + dt.timedelta(days=2)}_a"
+    p.land(b4, seed=26, dirty=0.9)
+    run_id = p.trigger(b4)
+    assert p.wait(run_id) == "failed"
+    assert p.sql("SELECT status FROM etl_batches WHERE batch_id = %s", b4) == [("staged",)]
+    out = run(["make", "--no-print-directory", "abandon", f"BATCH={b4}"], env={"OPTASIA_HOME": stack.home}).stdout
+    assert f"batch {b4} abandoned; later batches can run" in out
+    assert p.sql("SELECT status FROM etl_batches WHERE batch_id = %s", b4) == [("abandoned",)]
+    tis = p.tis(run_id)
+    assert (tis["quality_checks"]["state"], tis["hdfs_storage"]["state"]) == ("skipped", "skipped")
+    assert (p.landing / b4 / "transactions.csv").exists()      # its files are kept
 
 
 def test_make_demo_runs_a_sample_batch_end_to_end(stack):
