@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 
 from .config import (DEFAULT_CHANNELS, ConfigError, EtlError, JobConfig, database_from,
                      parse_channels)
@@ -116,14 +117,16 @@ def main(argv=None) -> int:
         cfg = _config(args)
         from . import pipeline
 
+        t0 = time.monotonic()
         spark = _spark(args)
+        timings = pipeline.Timings({"session_start": time.monotonic() - t0})
         try:
             if args.command in ("run", "stage"):
-                result = pipeline.run_batch(spark, cfg, publish=args.command == "run")
+                result = pipeline.run_batch(spark, cfg, publish=args.command == "run", timings=timings)
                 print(json.dumps({"batch_id": result.batch_id, "run_id": result.run_id,
                                   "published": args.command == "run",
                                   "transactions": result.transactions_path, "rejects": result.rejects_path,
-                                  "metrics": result.metrics}, indent=2))
+                                  "metrics": result.metrics, "timings": result.timings}, indent=2))
             elif args.command == "publish":
                 run_id = pipeline.publish_only(spark, cfg)
                 print(f"batch {cfg.batch_id} published (run {run_id}) at {cfg.partition_path('transactions')}")

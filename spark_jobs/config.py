@@ -166,7 +166,7 @@ class JobConfig:
     allowed_channels: tuple[str, ...] = DEFAULT_CHANNELS
     pending_ttl_days: int = 7
     force: bool = False     # allow rerunning a batch older than the latest one
-    jdbc_write_partitions: int = 2
+    jdbc_partitions: int = 2      # parallel JDBC reads of the store
     staging_uri: str = ""   # where partitions are written before the rename; same filesystem
                             # as the warehouse (default <warehouse>/_staging)
 

@@ -4,18 +4,23 @@ I/O lives here and in ``store``/``fs``; the rules are pure functions in
 ``transform``. A run goes:
 
 1. lock the store (one batch at a time), check the order rules, record a run;
-2. read the two landing files and the store *as it was before this batch*
-   (a rerun of the latest batch reads past its own earlier changes);
-3. compute everything, check both conservation laws (fail before writing);
-4. write the published and rejected rows to a staging folder, read them back
-   and check the counts, write ``_metrics.json``;
-5. one PostgreSQL transaction: undo the batch's earlier run, apply this one
-   (subscriber merge, pending table), status ``staged``;
-6. publish: each partition moves into place by one rename; status
+2. read the subscribers file and the sub_ids of the transactions file; copy
+   those sub_ids into the store and read back only their subscribers, and the
+   pending rows, *as they were before this batch* (a rerun of the latest
+   batch reads past its own earlier changes);
+3. one pass over the transactions: validate, collapse duplicates, match,
+   write the published rows to a staging folder; then the metrics from the
+   cached fates, both conservation laws (fail before anything is applied),
+   the rejects, a read-back check of the counts, ``_metrics.json``;
+4. one PostgreSQL transaction: COPY the batch's rows in, undo the batch's
+   earlier run, apply this one (subscriber merge, pending table), status
+   ``staged``;
+5. publish: each partition moves into place by one rename; status
    ``published``.
 
-A failure in 1-4 leaves the store as it was. A failure after 5 leaves the
+A failure in 1-3 leaves the store as it was. A failure after 4 leaves the
 batch ``staged``, which blocks later batches until it is rerun or abandoned.
+Each step's seconds go into ``_metrics.json`` and the run's ``timings``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 
 from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
@@ -36,7 +41,7 @@ from . import transform as tr
 from .config import ContractError, EtlError, InfrastructureError, JobConfig, OrderError
 from .fs import HadoopFs, java_error_chain
 from .migrations import latest_version
-from .store import RunPlan, Store
+from .store import RunPlan, Store, StoreLoad
 
 log = logging.getLogger(__name__)
 
@@ -53,66 +58,87 @@ class BatchResult:
     metrics: dict
     transactions_path: str
     rejects_path: str
+    timings: dict
 
 
-class Step:
-    """Logs a stage with its duration: long work shows progress."""
+class Timings:
+    """Seconds per step of a run, logged as each ends: long work shows progress.
 
-    def __init__(self, name: str):
-        self.name = name
+    ``with timings.step("store_read", "reading the store"):`` adds the step's
+    wall time under its key; the dict goes into ``_metrics.json`` and the
+    store's run row.
+    """
+
+    def __init__(self, initial: dict | None = None):
+        self.seconds: dict[str, float] = dict(initial or {})
+
+    def step(self, key: str, text: str):
+        return _Step(self, key, text)
+
+    def as_dict(self) -> dict:
+        out = {k: round(v, 3) for k, v in self.seconds.items()}
+        out["total"] = round(sum(self.seconds.values()), 3)
+        return out
+
+
+class _Step:
+    def __init__(self, timings: Timings, key: str, text: str):
+        self.timings, self.key, self.text = timings, key, text
 
     def __enter__(self):
         self.t0 = time.monotonic()
-        log.info("%s ...", self.name)
+        log.info("%s ...", self.text)
         return self
 
     def __exit__(self, exc_type, *_):
+        took = time.monotonic() - self.t0
+        self.timings.seconds[self.key] = self.timings.seconds.get(self.key, 0.0) + took
         if exc_type is None:
-            log.info("%s done in %.1fs", self.name, time.monotonic() - self.t0)
+            log.info("%s done in %.1fs", self.text, took)
 
 
 # ----------------------------------------------------------------------------
 # metrics and the conservation laws
 # ----------------------------------------------------------------------------
 
-def _counts(df: DataFrame, *cols: str) -> dict:
-    return {tuple(r[c] for c in cols): r["n"] for r in df.groupBy(*cols).agg(F.count(F.lit(1)).alias("n")).collect()}
+def compute_metrics(sub_reasons: dict, merge_rows: list, fates_rows: list, transactions_input: int,
+                    pending_in: int) -> dict:
+    """All per-batch numbers of the contract.
 
-
-def compute_metrics(subs: DataFrame, plan: DataFrame, txs: DataFrame, pending: DataFrame,
-                    classified: DataFrame) -> dict:
-    """All per-batch numbers of the contract, from independent aggregations."""
-    sub_reasons = _counts(subs, "reason")
-    plan_rows = plan.groupBy("action").agg(
-        F.count(F.lit(1)).alias("n"), F.sum(F.col("rows") - 1).alias("dups")).collect()
-    actions = {r["action"]: r["n"] for r in plan_rows}
-    tx_reasons = _counts(txs, "reason")
-    fates = classified.groupBy("origin", "status", "reason").agg(
-        F.count(F.lit(1)).alias("n"),
-        F.sum("duplicates").alias("dups"),
-    ).collect()
+    ``sub_reasons``: reason (None = valid) -> rows of the subscribers file;
+    ``merge_rows``: ``(action, subscribers, duplicates)`` of the batch's
+    unique subscribers; ``fates_rows``: ``(origin, status, reason, rows)`` of
+    transaction_fates. ``transactions_input`` (lines of the file) and
+    ``pending_in`` (rows read from the store) are counted on their own, so
+    the conservation law checks the fates against the inputs.
+    """
+    actions = {a: n for a, n, _ in merge_rows}
     m = {
         "subscribers_input": sum(sub_reasons.values()),
-        "subscribers_rejected": {r: sub_reasons.get((r,), 0) for r in SUBSCRIBER_REASONS},
-        "subscribers_duplicate": int(sum(r["dups"] or 0 for r in plan_rows)),
+        "subscribers_rejected": {r: sub_reasons.get(r, 0) for r in SUBSCRIBER_REASONS},
+        "subscribers_duplicate": int(sum(d or 0 for _, _, d in merge_rows)),
         "subscribers_inserted": actions.get("inserted", 0),
         "subscribers_updated": actions.get("updated", 0),
         "subscribers_unchanged": actions.get("unchanged", 0),
-        "transactions_input": sum(tx_reasons.values()),
-        "pending_in": pending.count(),
-        "transactions_rejected": {r: tx_reasons.get((r,), 0) for r in TRANSACTION_REASONS},
-        "transactions_duplicate": int(sum(r["dups"] or 0 for r in fates)),
-        "pending_resolved": sum(r["n"] for r in fates if r["origin"] == "pending" and r["status"] == "published"),
-        "published": sum(r["n"] for r in fates if r["status"] == "published"),
-        "pending_out": sum(r["n"] for r in fates if r["status"] == "pending"),
+        "transactions_input": transactions_input,
+        "pending_in": pending_in,
+        "transactions_rejected": {r: 0 for r in TRANSACTION_REASONS},
+        "transactions_duplicate": sum(n for _, st, _, n in fates_rows if st == tr.DUPLICATE),
+        "pending_resolved": sum(n for o, st, _, n in fates_rows if o == "pending" and st == tr.PUBLISHED),
+        "published": sum(n for _, st, _, n in fates_rows if st == tr.PUBLISHED),
+        "pending_out": sum(n for _, st, _, n in fates_rows if st == tr.PENDING),
     }
-    for r in fates:
-        if r["status"] == "rejected":
-            m["transactions_rejected"][r["reason"]] += r["n"]
-    unknown = set(k[0] for k in sub_reasons if k[0]) - set(SUBSCRIBER_REASONS)
-    unknown |= set(k[0] for k in tx_reasons if k[0]) - set(TRANSACTION_REASONS)
+    unknown = {r for r in sub_reasons if r} - set(SUBSCRIBER_REASONS)
+    for _, st, reason, n in fates_rows:
+        if st == tr.REJECTED:
+            if reason not in m["transactions_rejected"]:
+                unknown.add(reason)
+            else:
+                m["transactions_rejected"][reason] += n
+        elif st not in (tr.PUBLISHED, tr.PENDING, tr.DUPLICATE):
+            unknown.add(f"status {st}")
     if unknown:
-        raise EtlError(f"internal error: unexpected reject reasons {sorted(unknown)}")
+        raise EtlError(f"internal error: unexpected reject reasons or fates {sorted(map(str, unknown))}")
     return m
 
 
@@ -156,7 +182,7 @@ def read_lines(spark: SparkSession, fs: HadoopFs, uri: str) -> DataFrame:
 
 
 def read_jdbc(spark: SparkSession, cfg: JobConfig, query: str, split_col: str, hashed: bool) -> DataFrame:
-    n = max(1, cfg.jdbc_write_partitions)
+    n = max(1, cfg.jdbc_partitions)
     if hashed:
         preds = [f"mod(hashtext({split_col})::bigint + 2147483648, {n}) = {i}" for i in range(n)]
     else:
@@ -165,13 +191,6 @@ def read_jdbc(spark: SparkSession, cfg: JobConfig, query: str, split_col: str, h
     url = props.pop("url")
     props["fetchsize"] = "10000"
     return spark.read.jdbc(url, f"({query}) AS q", predicates=preds, properties=props)
-
-
-def write_jdbc(df: DataFrame, cfg: JobConfig, table: str):
-    props = cfg.database.jdbc_properties()
-    (df.repartition(max(1, cfg.jdbc_write_partitions)).write.format("jdbc")
-     .options(**props).option("dbtable", table).option("batchsize", "5000")
-     .option("reWriteBatchedInserts", "true").mode("append").save())
 
 
 # ----------------------------------------------------------------------------
@@ -203,12 +222,21 @@ def _translate_jvm(exc: Exception, cfg: JobConfig) -> Exception:
     return exc
 
 
-def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan) -> dict:
-    """Steps 2-5: compute, check, write staging, apply to the store. Returns metrics."""
+def _local_lines(df: DataFrame):
+    """Rows of a one-string-column DataFrame as UTF-8 byte lines, streamed to the driver."""
+    for row in df.toLocalIterator(prefetchPartitions=True):
+        yield row[0].encode("utf-8")
+
+
+def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan,
+                timings: Timings | None = None, partitions: int = 8) -> dict:
+    """Steps 2-4: compute, check, write staging, apply to the store. Returns metrics."""
+    timings = timings if timings is not None else Timings()
     fs = HadoopFs(spark)
     rules = tr.BatchRules(cfg.batch_date, cfg.allowed_channels, cfg.pending_ttl_days)
     staging = cfg.staging_path(plan.run_id)
     persisted: list[DataFrame] = []
+    r = plan.run_id
 
     def keep(df: DataFrame) -> DataFrame:
         df = df.persist(StorageLevel.MEMORY_AND_DISK)
@@ -216,34 +244,56 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
         return df
 
     try:
-        with Step("reading inputs and the store"):
+        with timings.step("read_parse_validate", "reading and validating subscribers, transaction sub_ids"):
             subs_lines = read_lines(spark, fs, cfg.input_path("subscribers.csv"))
             tx_lines = read_lines(spark, fs, cfg.input_path("transactions.csv"))
-            store_df = keep(read_jdbc(spark, cfg, store.subscribers_before_query(plan.undo_run_id),
+            subs = keep(tr.validate_subscribers(tr.parse_lines(subs_lines), rules))
+            unique = keep(tr.collapse_subscribers(subs.where(F.col("reason").isNull())))
+            sub_reasons = {row["reason"]: row["n"] for row in
+                           subs.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
+            tx_records = tr.parse_lines(tx_lines)
+            lines_seen = Observation("transaction_lines")
+            tx_keys = tr.transaction_sub_ids(tx_records.observe(lines_seen, F.count(F.lit(1)).alias("n")))
+            keys = unique.select("sub_id").unionByName(tx_keys).distinct()
+
+        with timings.step("store_read", "reading the batch's subscribers and the pending rows from the store"):
+            # collect(), not a streaming iterator: the observed line count arrives with a finished query
+            n_keys = store.stage_keys(r, (row[0].encode("utf-8") for row in keys.collect()))
+            transactions_input = lines_seen.get["n"]
+            store_df = keep(read_jdbc(spark, cfg, store.subscribers_before_query(plan.undo_run_id, r),
                                       "sub_id", hashed=True))
             pending = keep(read_jdbc(spark, cfg, store.pending_before_query(plan.undo_run_id),
                                      "pending_id", hashed=False)
                            .withColumn("record", F.from_json("record", tr.RECORD_TYPE))
                            .withColumn("amount", F.col("amount").cast(tr.AMOUNT_TYPE)))
+            merge = keep(tr.merge_subscribers(unique, store_df))
+            merge_rows = [(row["action"], row["n"], row["dups"]) for row in
+                          merge.where(F.col("action").isNotNull()).groupBy("action").agg(
+                              F.count(F.lit(1)).alias("n"), F.sum(F.col("rows") - 1).alias("dups")).collect()]
+            pending_in = pending.count()
+            log.info("%d sub_ids in the batch, %d of them in the store; %d pending rows", n_keys,
+                     store_df.count(), pending_in)
 
-        with Step("validating and matching"):
-            subs = keep(tr.validate_subscribers(tr.parse_lines(subs_lines), rules))
-            txs = keep(tr.validate_transactions(tr.parse_lines(tx_lines), rules))
-            unique = tr.collapse_subscribers(subs.where(F.col("reason").isNull()))
-            merge = keep(tr.plan_subscriber_merge(unique, store_df))
-            after = tr.subscribers_after_merge(unique, store_df)
-            candidates = tr.collapse_transactions(
-                txs.where(F.col("reason").isNull()).select(*tr.TX_KEY, "record"), pending)
-            classified = keep(tr.classify_transactions(candidates, after, rules))
-            metrics = compute_metrics(subs, merge, txs, pending, classified)
+        tx_stage, rj_stage = f"{staging}/transactions", f"{staging}/rejects"
+        with timings.step("dedupe_match_write", "validating, collapsing and matching transactions, "
+                                                "writing the published rows"):
+            fs.delete(staging)
+            txs = tr.validate_transactions(tx_records, rules)
+            after = merge.select("sub_id", F.col("after_activation_date").alias("activation_date"))
+            fates = keep(tr.transaction_fates(txs, pending, after, rules, partitions))
+            tr.published_rows(fates).write.parquet(tx_stage)
+
+        with timings.step("metrics", "counting the batch and checking the conservation laws"):
+            fates_rows = [(row["origin"], row["status"], row["reason"], row["n"]) for row in
+                          fates.groupBy("origin", "status", "reason").agg(F.count(F.lit(1)).alias("n")).collect()]
+            metrics = compute_metrics(sub_reasons, merge_rows, fates_rows, transactions_input, pending_in)
             log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
             check_conservation(metrics)
 
-        with Step(f"writing staging {staging}"):
-            fs.delete(staging)
-            tx_stage, rj_stage = f"{staging}/transactions", f"{staging}/rejects"
-            tr.published_rows(classified).write.parquet(tx_stage)
-            tr.reject_rows(subs, txs, classified).write.parquet(rj_stage)
+        with timings.step("rejects_write", "writing the rejected rows"):
+            tr.reject_rows(subs, fates).write.parquet(rj_stage)
+
+        with timings.step("read_back_check", "reading the staged partitions back"):
             tx_back, rj_back = spark.read.parquet(tx_stage), spark.read.parquet(rj_stage)
             n_pub, n_rej = tx_back.count(), rj_back.count()
             want_rej = (sum(metrics["subscribers_rejected"].values())
@@ -252,37 +302,39 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
                 raise ContractError(
                     f"staging check failed: read back {n_pub} published / {n_rej} rejected rows, "
                     f"expected {metrics['published']} / {want_rej}; nothing published")
+            schema = {"transactions": _schema(tx_back), "rejects": _schema(rj_back)}
+
+        def write_metrics_file():
             fs.write_text(f"{tx_stage}/_metrics.json", json.dumps({
                 "batch_id": cfg.batch_id, "run_id": plan.run_id,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 # As read back from the staged files: the DAG's quality gate checks it.
-                "schema": {"transactions": _schema(tx_back), "rejects": _schema(rj_back)},
-                "metrics": metrics}, indent=2, sort_keys=True) + "\n")
+                "schema": schema, "metrics": metrics, "timings": timings.as_dict()},
+                indent=2, sort_keys=True) + "\n")
 
-        with Step("loading store changes"):
-            r = plan.run_id
-            write_jdbc(merge.where(F.col("action") != "unchanged")
-                       .select(F.lit(r).alias("run_id"), "sub_id", "activation_date"),
-                       cfg, "etl_stage_subscribers")
-            write_jdbc(classified.where((F.col("origin") == "new") & (F.col("status") == "pending"))
-                       .select(F.lit(r).alias("run_id"), F.col("timestamp").alias("ts"), "sub_id",
-                               "amount", "channel", F.to_json("record").alias("record")),
-                       cfg, "etl_stage_pending_new")
-            removed_fate = classified.where((F.col("origin") == "pending") & (F.col("status") != "pending")) \
-                .select("pending_id", F.coalesce("reason", F.lit("published")).alias("removed_as"))
-            removed_dups = classified.select(F.explode("dropped_pending_ids").alias("pending_id"),
-                                             F.lit("duplicate").alias("removed_as"))
-            removed = removed_fate.unionByName(removed_dups).select(F.lit(r).alias("run_id"), "*")
-            write_jdbc(removed, cfg, "etl_stage_pending_removed")
-            n_removed = metrics["pending_in"] - (
-                classified.where((F.col("origin") == "pending") & (F.col("status") == "pending")).count())
+        write_metrics_file()
+        with timings.step("store_load_apply", "loading and applying the store changes"):
+            pending_kept = sum(n for o, st, _, n in fates_rows if o == "pending" and st == tr.PENDING)
+            n_removed = metrics["pending_in"] - pending_kept
             expected = {
                 "subscribers_inserted": metrics["subscribers_inserted"],
                 "subscribers_updated": metrics["subscribers_updated"],
                 "pending_removed": n_removed,
-                "pending_added": metrics["pending_out"] - (metrics["pending_in"] - n_removed),
+                "pending_added": metrics["pending_out"] - pending_kept,
             }
-            store.apply_run(cfg.batch_id, plan, expected, metrics)
+            changes = merge.where(F.col("action").isin("inserted", "updated")).select(
+                F.concat_ws("\t", "sub_id", F.col("activation_date").cast("string")))
+            removed = fates.where((F.col("origin") == "pending") & (F.col("status") != tr.PENDING)).select(
+                F.concat_ws("\t", F.col("pending_id").cast("string"),
+                            F.coalesce("reason", F.when(F.col("status") == tr.DUPLICATE, "duplicate")
+                                       .otherwise(F.col("status")))))
+            new_pending = fates.where((F.col("origin") == "new") & (F.col("status") == tr.PENDING)).select(
+                # text with an explicit zone: no Python or PostgreSQL time zone plays a part
+                F.concat(F.date_format("timestamp", "yyyy-MM-dd HH:mm:ss.SSSSSS"), F.lit("+00")), "sub_id", F.col("amount").cast("string"), "channel", F.to_json("record"))
+            load = StoreLoad(subscribers=_local_lines(changes), pending_removed=_local_lines(removed),
+                             pending_new=(tuple(row) for row in new_pending.toLocalIterator(prefetchPartitions=True)))
+            store.apply_run(cfg.batch_id, plan, expected, metrics, load)
+        write_metrics_file()
         return metrics
     except Py4JJavaError as exc:
         raise _translate_jvm(exc, cfg) from None
@@ -291,8 +343,9 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
             df.unpersist()
 
 
-def publish_batch(spark: SparkSession, cfg: JobConfig, store: Store, run_id: int | None = None) -> int:
-    """Step 6: move the staged partitions into place, one rename each; mark published.
+def publish_batch(spark: SparkSession, cfg: JobConfig, store: Store, run_id: int | None = None,
+                  timings: Timings | None = None) -> int:
+    """Step 5: move the staged partitions into place, one rename each; mark published.
 
     Idempotent: a publish that died half-way can be called again.
     """
@@ -308,7 +361,8 @@ def publish_batch(spark: SparkSession, cfg: JobConfig, store: Store, run_id: int
         return applied
     staging = cfg.staging_path(applied)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    with Step(f"publishing {cfg.batch_id}"):
+    timings = timings if timings is not None else Timings()
+    with timings.step("publish", f"publishing {cfg.batch_id}"):
         for ds in ("rejects", "transactions"):   # transactions last: its _metrics.json says "done"
             src, dst = f"{staging}/{ds}", cfg.partition_path(ds)
             if not fs.exists(src):
@@ -338,8 +392,14 @@ def _published_run(fs: HadoopFs, cfg: JobConfig) -> int | None:
         return None
 
 
-def run_batch(spark: SparkSession, cfg: JobConfig, publish: bool = True) -> BatchResult:
-    """The whole batch (steps 1-6). With ``publish=False`` it stops at ``staged``."""
+def run_batch(spark: SparkSession, cfg: JobConfig, publish: bool = True,
+              timings: Timings | None = None) -> BatchResult:
+    """The whole batch (steps 1-5). With ``publish=False`` it stops at ``staged``.
+
+    ``timings`` may arrive holding earlier steps (the CLI's session start).
+    """
+    timings = timings if timings is not None else Timings()
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     with Store(cfg.database) as store:
         store.require_schema(latest_version())
         store.lock()
@@ -347,14 +407,15 @@ def run_batch(spark: SparkSession, cfg: JobConfig, publish: bool = True) -> Batc
         log.info("batch %s: run %s%s", cfg.batch_id, plan.run_id,
                  f" (undoing its earlier run {plan.undo_run_id})" if plan.undo_run_id else "")
         try:
-            metrics = stage_batch(spark, cfg, store, plan)
+            metrics = stage_batch(spark, cfg, store, plan, timings, partitions)
             if publish:
-                publish_batch(spark, cfg, store, plan.run_id)
+                publish_batch(spark, cfg, store, plan.run_id, timings)
+            store.record_timings(plan.run_id, timings.as_dict())
         except BaseException as exc:
             store.fail_run(cfg.batch_id, plan.run_id, f"{type(exc).__name__}: {exc}")
             raise
         return BatchResult(cfg.batch_id, plan.run_id, metrics, cfg.partition_path("transactions"),
-                           cfg.partition_path("rejects"))
+                           cfg.partition_path("rejects"), timings.as_dict())
 
 
 def publish_only(spark: SparkSession, cfg: JobConfig) -> int:

@@ -1,8 +1,9 @@
 """The PostgreSQL side of a batch: order checks, the one apply transaction, undo.
 
-Bulk rows travel through Spark's JDBC sink into the ``etl_stage_*`` tables;
-everything that changes state happens here, in SQL, inside one transaction
-per batch run, so a batch's changes are all there or not at all.
+Bulk rows travel from the Spark driver by COPY into the ``etl_stage_*``
+tables, inside the same transaction that applies them: everything that
+changes state happens here, in SQL, inside one transaction per batch run, so
+a batch's changes are all there or not at all.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import Iterable
 
 import psycopg
 
@@ -144,22 +146,36 @@ class Store:
             )
             # Leftovers of runs that died before their apply step.
             self.conn.execute(
-                "TRUNCATE etl_stage_subscribers, etl_stage_pending_new, etl_stage_pending_removed"
+                "TRUNCATE etl_stage_subscribers, etl_stage_pending_new, etl_stage_pending_removed, "
+                "etl_stage_keys"
             )
         return RunPlan(run_id=run_id, undo_run_id=undo, forced=bool(force) and undo is None
                        and latest is not None)
 
     # -- reading state (as Spark queries) ----------------------------------
 
+    def stage_keys(self, run_id: int, lines: Iterable[bytes]) -> int:
+        """COPY the batch's sub_ids (one per line, valid sub_ids only) for the store read."""
+        with self.conn.transaction():
+            with self.conn.cursor().copy("COPY etl_stage_keys (run_id, sub_id) FROM STDIN") as cp:
+                prefix = f"{int(run_id)}\t".encode()
+                for chunk in _chunks(lines):
+                    cp.write(b"".join(prefix + line + b"\n" for line in chunk))
+            self.conn.execute("ANALYZE etl_stage_keys")
+            return self.conn.execute("SELECT count(*) FROM etl_stage_keys WHERE run_id = %s",
+                                     (run_id,)).fetchone()[0]
+
     @staticmethod
-    def subscribers_before_query(undo_run_id: int | None) -> str:
-        """The store as it was before ``undo_run_id`` (the current store if None)."""
+    def subscribers_before_query(undo_run_id: int | None, keys_run_id: int) -> str:
+        """The batch's subscribers (etl_stage_keys of ``keys_run_id``) as the store
+        had them before ``undo_run_id`` (the current store if None)."""
         undo = int(undo_run_id) if undo_run_id is not None else -1
         return (
             "SELECT s.sub_id, COALESCE(c.old_activation_date, s.activation_date) AS activation_date "
-            "FROM subscribers s LEFT JOIN subscriber_changes c "
+            "FROM etl_stage_keys k JOIN subscribers s ON s.sub_id = k.sub_id "
+            "LEFT JOIN subscriber_changes c "
             f"ON c.sub_id = s.sub_id AND c.run_id = {undo} "
-            "WHERE NOT (c.run_id IS NOT NULL AND c.old_activation_date IS NULL)"
+            f"WHERE k.run_id = {int(keys_run_id)} AND NOT (c.run_id IS NOT NULL AND c.old_activation_date IS NULL)"
         )
 
     @staticmethod
@@ -196,16 +212,18 @@ class Store:
             (run_id,),
         )
 
-    def apply_run(self, batch_id: str, plan: RunPlan, expected: dict, metrics: dict):
+    def apply_run(self, batch_id: str, plan: RunPlan, expected: dict, metrics: dict, loads: "StoreLoad"):
         """Undo the batch's previous run (if any) and apply this one, atomically.
 
-        ``expected`` holds the counts Spark planned; the SQL's own counts must
-        match them, or nothing is applied.
+        ``loads`` brings the batch's rows (COPY into the stage tables, in this
+        same transaction). ``expected`` holds the counts Spark planned; the
+        SQL's own counts must match them, or nothing is applied.
         """
         c = self.conn
         r = plan.run_id
         with c.transaction():
             c.execute("SELECT 1 FROM etl_batches WHERE batch_id = %s FOR UPDATE", (batch_id,))
+            loads.copy_into(c, r)
             if plan.undo_run_id is not None:
                 self._undo(plan.undo_run_id)
             c.execute(
@@ -216,21 +234,20 @@ class Store:
                 "WHERE st.run_id = %s AND (s.sub_id IS NULL OR st.activation_date < s.activation_date)",
                 (r, batch_id, r),
             )
-            inserted, updated = c.execute(
-                "SELECT count(*) FILTER (WHERE old_activation_date IS NULL), "
-                "count(*) FILTER (WHERE old_activation_date IS NOT NULL) "
-                "FROM subscriber_changes WHERE run_id = %s",
+            updated = c.execute(
+                "UPDATE subscribers s SET activation_date = x.new_activation_date, "
+                "row_key = x.sub_id || '_' || to_char(x.new_activation_date, 'YYYYMMDD'), "
+                "batch_id = x.batch_id, run_id = x.run_id, updated_at = now() "
+                "FROM subscriber_changes x WHERE x.run_id = %s AND x.old_activation_date IS NOT NULL "
+                "AND s.sub_id = x.sub_id",
                 (r,),
-            ).fetchone()
-            c.execute(
+            ).rowcount
+            inserted = c.execute(
                 "INSERT INTO subscribers (sub_id, activation_date, row_key, batch_id, run_id) "
                 "SELECT sub_id, new_activation_date, sub_id || '_' || to_char(new_activation_date, 'YYYYMMDD'), "
-                "batch_id, run_id FROM subscriber_changes WHERE run_id = %s "
-                "ON CONFLICT (sub_id) DO UPDATE SET activation_date = EXCLUDED.activation_date, "
-                "row_key = EXCLUDED.row_key, batch_id = EXCLUDED.batch_id, run_id = EXCLUDED.run_id, "
-                "updated_at = now() WHERE EXCLUDED.activation_date < subscribers.activation_date",
+                "batch_id, run_id FROM subscriber_changes WHERE run_id = %s AND old_activation_date IS NULL",
                 (r,),
-            )
+            ).rowcount
             removed = c.execute(
                 "UPDATE pending_transactions p SET removed_batch_id = %s, removed_run_id = %s, "
                 "removed_as = x.removed_as FROM etl_stage_pending_removed x "
@@ -259,8 +276,18 @@ class Store:
                 "UPDATE etl_batch_runs SET status = 'staged', metrics = %s WHERE run_id = %s",
                 (json.dumps(metrics), r),
             )
-            for table in ("etl_stage_subscribers", "etl_stage_pending_new", "etl_stage_pending_removed"):
-                c.execute(f"DELETE FROM {table} WHERE run_id = %s", (r,))
+            # This run holds the batch lock: nobody else has rows in the stage tables.
+            c.execute("TRUNCATE etl_stage_subscribers, etl_stage_pending_new, etl_stage_pending_removed, "
+                      "etl_stage_keys")
+
+    def record_timings(self, run_id: int, timings: dict):
+        """Seconds per step of a run (best effort: timings never fail a batch)."""
+        try:
+            with self.conn.transaction():
+                self.conn.execute("UPDATE etl_batch_runs SET timings = %s WHERE run_id = %s",
+                                  (json.dumps(timings), run_id))
+        except psycopg.Error as exc:
+            log.warning("could not record the timings of run %s: %s", run_id, exc)
 
     def mark_published(self, batch_id: str, run_id: int):
         """Record the publish (sql/0003: the DAG's publish step calls the same function)."""
@@ -319,3 +346,45 @@ class Store:
                 (batch_id, f"abandoned; undid run {applied}" if applied else "abandoned"),
             )
         return applied
+
+
+def _chunks(lines: Iterable, size: int = 50_000):
+    chunk = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class StoreLoad:
+    """A batch's rows for the stage tables, as iterables from the Spark driver.
+
+    ``subscribers``: ``sub_id<TAB>YYYY-MM-DD`` byte lines (valid sub_ids and
+    dates hold nothing COPY would need to escape); ``pending_removed``:
+    ``pending_id<TAB>removed_as`` byte lines; ``pending_new``: tuples
+    ``(ts, sub_id, amount, channel, record_json)``, escaped by psycopg.
+    """
+
+    subscribers: Iterable[bytes]
+    pending_removed: Iterable[bytes]
+    pending_new: Iterable[tuple]
+
+    def copy_into(self, conn: psycopg.Connection, run_id: int):
+        prefix = f"{int(run_id)}\t".encode()
+        cur = conn.cursor()
+        for table, cols, lines in (
+                ("etl_stage_subscribers", "run_id, sub_id, activation_date", self.subscribers),
+                ("etl_stage_pending_removed", "run_id, pending_id, removed_as", self.pending_removed)):
+            with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
+                for chunk in _chunks(lines):
+                    cp.write(b"".join(prefix + line + b"\n" for line in chunk))
+        with cur.copy("COPY etl_stage_pending_new (run_id, ts, sub_id, amount, channel, record) "
+                      "FROM STDIN") as cp:
+            for row in self.pending_new:
+                cp.write_row((run_id, *row))
+        cur.execute("ANALYZE etl_stage_subscribers")
+        cur.execute("ANALYZE etl_stage_pending_removed")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.window import Window
 
 SUB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 DATE_PATTERN = r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$"
@@ -24,7 +25,7 @@ TIMESTAMP_PATTERN = (
 )
 AMOUNT_PATTERN = r"^[0-9]{1,14}(\.[0-9]{1,4})?$"
 # ASCII white space (docs/data-contract-notes.md #7)
-_WS = r"[ \t\n\r\f\x0B]"
+_WS_CHARS = " \t\n\r\f\x0B"
 AMOUNT_TYPE = T.DecimalType(18, 4)
 MICROS_PER_DAY = 86_400_000_000
 
@@ -89,7 +90,8 @@ def parse_lines(lines: DataFrame) -> DataFrame:
     lines with quotes go through Python's csv module. An unparseable line
     keeps the whole line as its single-element record and ``parsed`` false.
     """
-    line = F.regexp_replace(F.col("value"), "^\uFEFF", "").alias("line")
+    value = F.col("value")
+    line = F.when(value.startswith("\uFEFF"), F.substring(value, 2, 1 << 30)).otherwise(value).alias("line")
     rows = lines.select(line).where(F.length("line") > 0)
     has_quote = F.col("line").contains('"')
     plain = rows.where(~has_quote).select(
@@ -107,26 +109,31 @@ def parse_lines(lines: DataFrame) -> DataFrame:
 
 
 def trim_ws(c: Column) -> Column:
-    """Remove surrounding ASCII white space."""
-    return F.regexp_replace(c, f"^{_WS}+|{_WS}+$", "")
+    """Remove surrounding ASCII white space (one pass, no regular expression)."""
+    return F.btrim(c, F.lit(_WS_CHARS))
 
 
 # --------------------------------------------------------------------------
 # Values
+#
+# Each field is matched against its pattern once; the parts of a matched
+# value sit at fixed positions, so they are cut out with substrings. The
+# callers build columns in stages (trimmed field -> match -> value -> reason)
+# because Catalyst does not share a subexpression between the branches of a
+# CASE WHEN: written as one expression, each regex would run several times.
 # --------------------------------------------------------------------------
 
-def _valid_ymd(y: Column, m: Column, d: Column) -> Column:
-    """True for a real proleptic Gregorian date with year 0001..9999.
+def _int(s: Column, pos: int, length: int) -> Column:
+    return F.substring(s, pos, length).try_cast("int")
 
-    Checked without make_date's error or null behaviour, so it holds with
-    ANSI mode on or off.
-    """
-    month_ok = (m >= 1) & (m <= 12)
-    year_ok = (y >= 1) & (y <= 9999)
-    first = F.make_date(F.when(year_ok, y).otherwise(F.lit(2000)),
-                        F.when(month_ok, m).otherwise(F.lit(1)), F.lit(1))
-    days_in_month = F.dayofmonth(F.last_day(first))
-    return F.coalesce(year_ok & month_ok & (d >= 1) & (d <= days_in_month), F.lit(False))
+
+def _valid_ymd(y: Column, m: Column, d: Column) -> Column:
+    """True for a real proleptic Gregorian date with year 0001..9999 (integer arithmetic)."""
+    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+    days_in_month = (F.when(m == 2, F.when(leap, 29).otherwise(28))
+                     .when(m.isin(4, 6, 9, 11), 30).otherwise(31))
+    return F.coalesce((y >= 1) & (y <= 9999) & (m >= 1) & (m <= 12) & (d >= 1) & (d <= days_in_month),
+                      F.lit(False))
 
 
 def _safe_make_date(ok: Column, y: Column, m: Column, d: Column) -> Column:
@@ -134,42 +141,47 @@ def _safe_make_date(ok: Column, y: Column, m: Column, d: Column) -> Column:
     return F.make_date(F.when(ok, y).otherwise(1970), F.when(ok, m).otherwise(1), F.when(ok, d).otherwise(1))
 
 
-def parse_date(s: Column) -> Column:
-    """``YYYY-MM-DD`` string -> date, null when not a real date."""
-    y = F.regexp_extract(s, DATE_PATTERN, 1).try_cast("int")
-    m = F.regexp_extract(s, DATE_PATTERN, 2).try_cast("int")
-    d = F.regexp_extract(s, DATE_PATTERN, 3).try_cast("int")
-    ok = s.rlike(DATE_PATTERN) & _valid_ymd(y, m, d)
+def date_from_matched(s: Column, matched: Column) -> Column:
+    """A ``YYYY-MM-DD`` string that matched DATE_PATTERN -> date; null when not a real date."""
+    y, m, d = _int(s, 1, 4), _int(s, 6, 2), _int(s, 9, 2)
+    ok = F.coalesce(matched, F.lit(False)) & _valid_ymd(y, m, d)
     return F.when(ok, _safe_make_date(ok, y, m, d))
 
 
-def parse_timestamp(s: Column) -> Column:
-    """Contract timestamp string -> UTC timestamp, null when invalid.
+def parse_date(s: Column) -> Column:
+    """``YYYY-MM-DD`` string -> date, null when not a real date."""
+    return date_from_matched(s, s.rlike(DATE_PATTERN))
 
+
+def timestamp_from_matched(s: Column, matched: Column) -> Column:
+    """A string that matched TIMESTAMP_PATTERN -> UTC timestamp; null when not a real date.
+
+    ``YYYY-MM-DD?HH:MM:SS`` fills positions 1-19; the rest is an optional
+    ``.`` + 1-6 digits, then an optional ``Z`` or ``+HH:MM``/``-HH:MM``.
     Computed from epoch microseconds so the session time zone plays no part.
     """
-    def g(i: int) -> Column:
-        return F.regexp_extract(s, TIMESTAMP_PATTERN, i)
-
-    y, mo, d = g(1).try_cast("int"), g(2).try_cast("int"), g(3).try_cast("int")
-    h, mi, sec = g(4).try_cast("long"), g(5).try_cast("long"), g(6).try_cast("long")
-    frac = F.when(g(7) == "", F.lit(0)).otherwise(F.rpad(g(7), 6, "0").try_cast("long"))
-    zone = g(8)
-    offset_minutes = (
-        F.when((zone == "") | (zone == "Z"), F.lit(0))
-        .otherwise(
-            (F.substring(zone, 2, 2).try_cast("long") * 60 + F.substring(zone, 5, 2).try_cast("long"))
-            * F.when(F.substring(zone, 1, 1) == "-", F.lit(-1)).otherwise(F.lit(1))
-        )
-    )
-    ok = s.rlike(TIMESTAMP_PATTERN) & _valid_ymd(y, mo, d)
+    y, mo, d = _int(s, 1, 4), _int(s, 6, 2), _int(s, 9, 2)
+    h, mi, sec = _int(s, 12, 2).cast("long"), _int(s, 15, 2).cast("long"), _int(s, 18, 2).cast("long")
+    rest = F.substring(s, 20, 64)
+    n = F.length(rest)
+    offset_zone = (n >= 6) & F.substring(rest, -6, 1).isin("+", "-")
+    zone_len = F.when(rest.endswith("Z"), 1).when(offset_zone, 6).otherwise(0)
+    frac_digits = F.when(rest.startswith("."), rest.substr(F.lit(2), n - 1 - zone_len)).otherwise(F.lit(""))
+    frac = F.coalesce(F.rpad(frac_digits, 6, "0").try_cast("long"), F.lit(0))
+    zone = F.substring(rest, -6, 6)
+    offset_minutes = F.when(
+        offset_zone,
+        (_int(zone, 2, 2) * 60 + _int(zone, 5, 2)) * F.when(F.substring(zone, 1, 1) == "-", -1).otherwise(1),
+    ).otherwise(0).cast("long")
+    ok = F.coalesce(matched, F.lit(False)) & _valid_ymd(y, mo, d)
     day = F.unix_date(_safe_make_date(ok, y, mo, d)).cast("long")
-    micros = (
-        day * MICROS_PER_DAY
-        + ((h * 60 + mi - offset_minutes) * 60 + sec) * 1_000_000
-        + frac
-    )
+    micros = day * MICROS_PER_DAY + ((h * 60 + mi - offset_minutes) * 60 + sec) * 1_000_000 + frac
     return F.when(ok, F.timestamp_micros(micros))
+
+
+def parse_timestamp(s: Column) -> Column:
+    """Contract timestamp string -> UTC timestamp, null when invalid."""
+    return timestamp_from_matched(s, s.rlike(TIMESTAMP_PATTERN))
 
 
 def utc_date(ts: Column) -> Column:
@@ -177,14 +189,23 @@ def utc_date(ts: Column) -> Column:
     return F.date_from_unix_date(F.floor(F.unix_micros(ts) / F.lit(MICROS_PER_DAY)).try_cast("int"))
 
 
+def amount_from_matched(s: Column, matched: Column) -> Column:
+    """An amount string that matched AMOUNT_PATTERN -> decimal(18,4); null unless > 0."""
+    value = F.when(F.coalesce(matched, F.lit(False)), s.try_cast(AMOUNT_TYPE))
+    return F.when(value > 0, value)
+
+
 def parse_amount(s: Column) -> Column:
     """Amount string -> decimal(18,4); null when the contract rejects it."""
-    value = F.when(s.rlike(AMOUNT_PATTERN), s.try_cast(AMOUNT_TYPE))
-    return F.when(value > 0, value)
+    return amount_from_matched(s, s.rlike(AMOUNT_PATTERN))
 
 
 def _field(i: int) -> Column:
     return trim_ws(F.get(F.col("record"), i))
+
+
+def _matches(c: str, pattern: str) -> Column:
+    return F.coalesce(F.col(c).rlike(pattern), F.lit(False))
 
 
 # --------------------------------------------------------------------------
@@ -193,23 +214,18 @@ def _field(i: int) -> Column:
 
 def validate_subscribers(records: DataFrame, rules: BatchRules) -> DataFrame:
     """-> ``record, reason, sub_id, activation_date`` (reason null when valid)."""
-    sub_id = _field(0)
-    date_s = _field(1)
-    activation = parse_date(date_s)
+    fields = records.select("record", "parsed", F.size("record").alias("_n"),
+                            _field(0).alias("sub_id"), _field(1).alias("_date"))
+    matched = fields.select("*", _matches("sub_id", SUB_ID_PATTERN).alias("_sub_ok"),
+                            F.col("_date").rlike(DATE_PATTERN).alias("_date_ok"))
+    valued = matched.select("*", date_from_matched(F.col("_date"), F.col("_date_ok")).alias("activation_date"))
     reason = (
-        F.when(~F.col("parsed") | (F.size("record") != 2), "malformed_row")
-        .when(~F.coalesce(sub_id.rlike(SUB_ID_PATTERN), F.lit(False)), "invalid_sub_id")
-        .when(
-            activation.isNull() | (activation > F.lit(rules.batch_date)),
-            "invalid_activation_date",
-        )
+        F.when(~F.col("parsed") | (F.col("_n") != 2), "malformed_row")
+        .when(~F.col("_sub_ok"), "invalid_sub_id")
+        .when(F.col("activation_date").isNull() | (F.col("activation_date") > F.lit(rules.batch_date)),
+              "invalid_activation_date")
     )
-    return records.select(
-        "record",
-        reason.alias("reason"),
-        sub_id.alias("sub_id"),
-        activation.alias("activation_date"),
-    )
+    return valued.select("record", reason.alias("reason"), "sub_id", "activation_date")
 
 
 def collapse_subscribers(valid: DataFrame) -> DataFrame:
@@ -219,29 +235,36 @@ def collapse_subscribers(valid: DataFrame) -> DataFrame:
     )
 
 
-def plan_subscriber_merge(incoming: DataFrame, store: DataFrame) -> DataFrame:
-    """First activation wins: ``sub_id, activation_date, old_activation_date, action``.
+def merge_subscribers(incoming: DataFrame, store: DataFrame) -> DataFrame:
+    """First activation wins, for the batch's subscribers and the store rows it read.
 
-    ``action`` is ``inserted`` (new sub_id), ``updated`` (earlier date than
-    the store) or ``unchanged``.
+    -> ``sub_id, activation_date`` (incoming, null for store-only rows),
+    ``old_activation_date`` (store, null when new), ``rows`` (incoming rows),
+    ``action`` (``inserted`` new sub_id, ``updated`` earlier date than the
+    store, ``unchanged``; null for store-only rows) and
+    ``after_activation_date`` (the store after the merge).
     """
     old = store.select("sub_id", F.col("activation_date").alias("old_activation_date"))
-    joined = incoming.join(old, "sub_id", "left")
+    joined = incoming.join(old, "sub_id", "full_outer")
     action = (
-        F.when(F.col("old_activation_date").isNull(), "inserted")
+        F.when(F.col("activation_date").isNull(), F.lit(None).cast("string"))
+        .when(F.col("old_activation_date").isNull(), "inserted")
         .when(F.col("activation_date") < F.col("old_activation_date"), "updated")
         .otherwise("unchanged")
     )
-    return joined.withColumn("action", action)
+    return joined.select("sub_id", "activation_date", "old_activation_date", "rows", action.alias("action"),
+                         F.least("activation_date", "old_activation_date").alias("after_activation_date"))
+
+
+def plan_subscriber_merge(incoming: DataFrame, store: DataFrame) -> DataFrame:
+    """The batch's subscribers: ``sub_id, activation_date, old_activation_date, action``."""
+    return merge_subscribers(incoming, store).where(F.col("action").isNotNull())
 
 
 def subscribers_after_merge(incoming: DataFrame, store: DataFrame) -> DataFrame:
     """The store as it is after the merge: ``sub_id, activation_date``."""
-    new = incoming.select("sub_id", F.col("activation_date").alias("new_date"))
-    old = store.select("sub_id", F.col("activation_date").alias("old_date"))
-    return new.join(old, "sub_id", "full_outer").select(
-        "sub_id", F.least("new_date", "old_date").alias("activation_date")
-    )
+    return merge_subscribers(incoming, store).select(
+        "sub_id", F.col("after_activation_date").alias("activation_date"))
 
 
 def row_key(sub_id: Column, activation_date: Column) -> Column:
@@ -255,88 +278,103 @@ def row_key(sub_id: Column, activation_date: Column) -> Column:
 
 def validate_transactions(records: DataFrame, rules: BatchRules) -> DataFrame:
     """-> ``record, reason, timestamp, sub_id, amount, channel`` (reason null when valid)."""
-    ts = parse_timestamp(_field(0))
-    sub_id = _field(1)
-    amount = parse_amount(_field(2))
-    channel = F.upper(_field(3))
     allowed = [c.upper() for c in rules.allowed_channels]
+    fields = records.select("record", "parsed", F.size("record").alias("_n"), _field(0).alias("_ts"),
+                            _field(1).alias("sub_id"), _field(2).alias("_amount"),
+                            F.upper(_field(3)).alias("channel"))
+    matched = fields.select(
+        "*", F.col("_ts").rlike(TIMESTAMP_PATTERN).alias("_ts_ok"),
+        _matches("sub_id", SUB_ID_PATTERN).alias("_sub_ok"),
+        F.col("_amount").rlike(AMOUNT_PATTERN).alias("_amount_ok"))
+    valued = matched.select(
+        "*", timestamp_from_matched(F.col("_ts"), F.col("_ts_ok")).alias("timestamp"),
+        amount_from_matched(F.col("_amount"), F.col("_amount_ok")).alias("amount"))
     reason = (
-        F.when(~F.col("parsed") | (F.size("record") != 4), "malformed_row")
-        .when(ts.isNull(), "invalid_timestamp")
-        .when(~F.coalesce(sub_id.rlike(SUB_ID_PATTERN), F.lit(False)), "invalid_sub_id")
-        .when(amount.isNull(), "invalid_amount")
-        .when(~F.coalesce(channel.isin(allowed), F.lit(False)), "invalid_channel")
+        F.when(~F.col("parsed") | (F.col("_n") != 4), "malformed_row")
+        .when(F.col("timestamp").isNull(), "invalid_timestamp")
+        .when(~F.col("_sub_ok"), "invalid_sub_id")
+        .when(F.col("amount").isNull(), "invalid_amount")
+        .when(~F.coalesce(F.col("channel").isin(allowed), F.lit(False)), "invalid_channel")
     )
-    return records.select(
-        "record",
-        reason.alias("reason"),
-        ts.alias("timestamp"),
-        sub_id.alias("sub_id"),
-        amount.alias("amount"),
-        channel.alias("channel"),
-    )
+    return valued.select("record", reason.alias("reason"), "timestamp", "sub_id", "amount", "channel")
+
+
+def transaction_sub_ids(records: DataFrame) -> DataFrame:
+    """``sub_id`` of every row that could be a valid transaction (a superset:
+    only the field count and the sub_id rule are checked). What the batch
+    needs to read from the store."""
+    return records.where(F.col("parsed") & (F.size("record") == 4)).select(_field(1).alias("sub_id")).where(
+        F.col("sub_id").rlike(SUB_ID_PATTERN))
 
 
 TX_KEY = ["timestamp", "sub_id", "amount", "channel"]
+# Fates of a transaction row in the batch (column ``status`` of transaction_fates).
+PUBLISHED, PENDING, REJECTED, DUPLICATE = "published", "pending", "rejected", "duplicate"
 
 
-def collapse_transactions(new_valid: DataFrame, pending: DataFrame) -> DataFrame:
-    """Exact duplicates (after normalisation) collapse to one candidate.
+def transaction_fates(txs: DataFrame, pending: DataFrame, subscribers: DataFrame, rules: BatchRules,
+                      partitions: int = 8) -> DataFrame:
+    """Every transaction row of the batch, new or pending, with its fate: one shuffle.
 
-    ``new_valid``: ``timestamp, sub_id, amount, channel, record``.
-    ``pending``: the same plus ``pending_id``.
-    Returns one row per key: the key, ``origin`` (``pending`` wins over
-    ``new``), ``pending_id``, ``record``, ``duplicates`` (extra rows) and
-    ``dropped_pending_ids`` (pending rows that were themselves duplicates;
-    only possible if the table was edited by hand, but never lost silently).
+    ``txs``: validate_transactions' output (valid and rejected rows).
+    ``pending``: ``pending_id, timestamp, sub_id, amount, channel, record``.
+    ``subscribers``: the store after this batch's merge, ``sub_id, activation_date``
+    (only the sub_ids the batch needs).
+
+    Exact duplicates (same UTC timestamp, sub_id, amount value, channel) keep
+    one row: a pending one before a new one, then the lowest pending_id, then
+    the smallest record; every other row of the group is ``duplicate``. The
+    kept row is matched with ``subscribers`` and becomes ``published``,
+    ``pending`` or ``rejected`` (``before_activation``, ``unmatched_expired``);
+    rows that broke a rule are ``rejected`` with their reason.
+
+    Rows are hash-partitioned once by sub_id (rejected rows by their record,
+    so they spread and never match); the duplicate window and the sort-merge
+    join with the subscribers both reuse that partitioning and sort order.
+
+    Returns ``origin`` (new | pending), ``pending_id``, ``status``, ``reason``,
+    ``record`` (kept only where an output needs it: rejected and pending rows),
+    the key columns and ``activation_date``.
     """
-    new = new_valid.select(*TX_KEY, "record").withColumns(
-        {"priority": F.lit(1), "pending_id": F.lit(None).try_cast("long")}
-    )
-    old = pending.select(*TX_KEY, "record", "pending_id").withColumn("priority", F.lit(0))
-    both = new.unionByName(old)
-    keep = F.min(F.struct("priority", "pending_id", "record")).alias("keep")
-    grouped = both.groupBy(*TX_KEY).agg(
-        keep,
-        F.count(F.lit(1)).alias("n"),
-        F.collect_list("pending_id").alias("pending_ids"),
-    )
-    return grouped.select(
-        *TX_KEY,
-        F.when(F.col("keep.priority") == 0, "pending").otherwise("new").alias("origin"),
-        F.col("keep.pending_id").alias("pending_id"),
-        F.col("keep.record").alias("record"),
-        (F.col("n") - 1).alias("duplicates"),
-        F.array_remove(F.col("pending_ids"), F.coalesce(F.col("keep.pending_id"), F.lit(-1)))
-        .alias("dropped_pending_ids"),
-    )
+    valid = F.col("reason").isNull()
+    new = txs.select(
+        F.lit(1).alias("priority"), F.lit(None).cast("long").alias("pending_id"), "record", "reason",
+        *[F.when(valid, F.col(c)).alias(c) for c in TX_KEY],
+        F.when(valid, F.col("sub_id")).otherwise(F.concat(F.lit("!"), F.concat_ws(",", "record"))).alias("shard"))
+    old = pending.select(
+        F.lit(0).alias("priority"), F.col("pending_id").cast("long"), "record",
+        F.lit(None).cast("string").alias("reason"), *TX_KEY, F.col("sub_id").alias("shard"))
+    both = new.unionByName(old).repartition(max(1, partitions), "shard")
+    group = Window.partitionBy("shard", "timestamp", "amount", "channel").orderBy(
+        "priority", "pending_id", "record")
+    ranked = both.withColumn("_rank", F.row_number().over(group))
+    subs = subscribers.select(F.col("sub_id").alias("shard"), "activation_date")
+    joined = ranked.join(subs, "shard", "left")
 
-
-def classify_transactions(candidates: DataFrame, subscribers: DataFrame, rules: BatchRules) -> DataFrame:
-    """Match candidates with the merged store and decide each one's fate.
-
-    Adds ``activation_date`` (null when unmatched), ``status`` (``published``,
-    ``pending`` or ``rejected``) and ``reason`` (for rejected rows).
-    """
-    subs = subscribers.select("sub_id", "activation_date")
-    joined = candidates.join(subs, "sub_id", "left")
     matched = F.col("activation_date").isNotNull()
     expired = F.unix_micros("timestamp") < F.lit(rules.expiry_cutoff_micros)
-    reason = (
+    late_reason = (
         F.when(~matched & expired, "unmatched_expired")
-        .when(matched & (utc_date(F.col("timestamp")) < F.col("activation_date")), "before_activation")
-    )
+        .when(matched & (utc_date(F.col("timestamp")) < F.col("activation_date")), "before_activation"))
+    kept = F.col("_rank") == 1
+    reason = F.when(~valid, F.col("reason")).when(kept, late_reason)
     status = (
-        F.when(reason.isNotNull(), "rejected")
-        .when(~matched, "pending")
-        .otherwise("published")
-    )
-    return joined.withColumns({"reason": reason, "status": status})
+        F.when(~valid, REJECTED)
+        .when(~kept, DUPLICATE)
+        .when(late_reason.isNotNull(), REJECTED)
+        .when(~matched, PENDING)
+        .otherwise(PUBLISHED))
+    decided = joined.select("*", status.alias("status"), reason.alias("_reason"))
+    return decided.select(
+        F.when(F.col("priority") == 0, "pending").otherwise("new").alias("origin"),
+        "pending_id", "status", F.col("_reason").alias("reason"),
+        F.when(F.col("status").isin(REJECTED, PENDING), F.col("record")).alias("record"),
+        *TX_KEY, "activation_date")
 
 
-def published_rows(classified: DataFrame) -> DataFrame:
+def published_rows(fates: DataFrame) -> DataFrame:
     """The published dataset, in the contract's column order and types."""
-    return classified.where(F.col("status") == "published").select(
+    return fates.where(F.col("status") == PUBLISHED).select(
         F.col("timestamp"),
         row_key(F.col("sub_id"), F.col("activation_date")).alias("sub_row_key"),
         F.col("sub_id"),
@@ -346,19 +384,14 @@ def published_rows(classified: DataFrame) -> DataFrame:
     )
 
 
-def reject_rows(
-    subscribers: DataFrame, transactions: DataFrame, classified: DataFrame
-) -> DataFrame:
+def reject_rows(subscribers: DataFrame, fates: DataFrame) -> DataFrame:
     """All rejects of the batch: ``source, reason, record``."""
     subs = subscribers.where(F.col("reason").isNotNull()).select(
         F.lit("subscribers").alias("source"), "reason", "record"
     )
-    txs = transactions.where(F.col("reason").isNotNull()).select(
-        F.lit("transactions").alias("source"), "reason", "record"
-    )
-    later = classified.where(F.col("status") == "rejected").select(
+    txs = fates.where(F.col("status") == REJECTED).select(
         F.when(F.col("origin") == "pending", "pending").otherwise("transactions").alias("source"),
         "reason",
         "record",
     )
-    return subs.unionByName(txs).unionByName(later)
+    return subs.unionByName(txs)

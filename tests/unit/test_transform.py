@@ -235,34 +235,64 @@ def ts(*a):
     return dt.datetime(*a, tzinfo=UTC)
 
 
+def fates_of(spark, new_rows, pending_rows=(), subs=(), rules=RULES):
+    """transaction_fates of valid new rows and pending rows, as dicts keyed by record[0]."""
+    txs = spark.createDataFrame(list(new_rows), TX_SCHEMA).selectExpr(
+        "record", "CAST(NULL AS string) AS reason", "timestamp", "sub_id", "amount", "channel")
+    pending = spark.createDataFrame(list(pending_rows), PENDING_SCHEMA)
+    known = spark.createDataFrame(list(subs), "sub_id string, activation_date date")
+    return tr.transaction_fates(txs, pending, known, rules, partitions=2)
+
+
 def test_duplicates_collapse_within_file_and_against_pending(spark):
-    new = spark.createDataFrame([
+    new = [
         (ts(2024, 3, 1, 10), "S1", Decimal("10.5"), "SMS", ["a"]),
         (ts(2024, 3, 1, 10), "S1", Decimal("10.50"), "SMS", ["b"]),   # same value
         (ts(2024, 3, 1, 10), "S1", Decimal("10.5"), "APP", ["c"]),    # other channel: distinct
         (ts(2024, 2, 1, 0), "P1", Decimal("1"), "SMS", ["d"]),        # duplicate of a pending row
-    ], TX_SCHEMA)
-    pending = spark.createDataFrame([(ts(2024, 2, 1, 0), "P1", Decimal("1"), "SMS", ["old"], 7)], PENDING_SCHEMA)
-    got = tr.collapse_transactions(new, pending).collect()
-    assert len(got) == 3
-    assert sum(r["duplicates"] for r in got) == 2
-    p1 = [r for r in got if r["sub_id"] == "P1"][0]
+    ]
+    pending = [(ts(2024, 2, 1, 0), "P1", Decimal("1"), "SMS", ["old"], 7)]
+    got = fates_of(spark, new, pending).collect()
+    kept = [r for r in got if r["status"] != "duplicate"]
+    assert len(kept) == 3
+    assert sum(r["status"] == "duplicate" for r in got) == 2
+    p1 = [r for r in kept if r["sub_id"] == "P1"][0]
     assert (p1["origin"], p1["pending_id"], p1["record"]) == ("pending", 7, ["old"])
+
+
+def test_duplicate_keeps_the_smallest_record_and_lowest_pending_id(spark):
+    """Which row of a duplicate group is kept (its record goes to the pending
+    table or the rejects): pending before new, lowest pending_id, then the
+    smallest record; this pins the choice the job has always made."""
+    t = ts(2024, 3, 1, 10)
+    new = [(t, "N1", Decimal("1"), "SMS", ["x", "2"]), (t, "N1", Decimal("1.0"), "SMS", ["x", "10"]),
+           (t, "N1", Decimal("1"), "SMS", ["x"])]
+    pending = [(t, "P2", Decimal("1"), "SMS", ["late"], 9), (t, "P2", Decimal("1"), "SMS", ["early"], 8)]
+    got = fates_of(spark, new, pending).collect()
+    kept = {r["sub_id"]: r for r in got if r["status"] != "duplicate"}
+    assert kept["N1"]["record"] == ["x"] and kept["N1"]["status"] == "pending"
+    assert (kept["P2"]["pending_id"], kept["P2"]["record"]) == (8, ["early"])
+    dropped = [r["pending_id"] for r in got if r["status"] == "duplicate" and r["origin"] == "pending"]
+    assert dropped == [9]
 
 
 def test_classification_pending_expiry_and_before_activation(spark):
     cutoff = dt.datetime(2024, 2, 24, tzinfo=UTC)   # batch 2024-03-02 minus 7 days
-    cands = spark.createDataFrame([
-        (ts(2024, 3, 1, 10), "KNOWN", Decimal("1"), "SMS", ["k"], "new", None, 0, []),
-        (ts(2024, 2, 9, 23, 59), "KNOWN", Decimal("1"), "SMS", ["early"], "new", None, 0, []),
-        (ts(2024, 2, 10, 0), "KNOWN", Decimal("2"), "SMS", ["sameday"], "new", None, 0, []),
-        (cutoff, "NOBODY", Decimal("1"), "SMS", ["edge"], "new", None, 0, []),
-        (cutoff - dt.timedelta(microseconds=1), "NOBODY", Decimal("1"), "SMS", ["old"], "new", None, 0, []),
-        (ts(2024, 2, 1), "NOBODY", Decimal("3"), "SMS", ["oldpending"], "pending", 5, 0, []),
-        (ts(2024, 3, 1), "KNOWN", Decimal("4"), "SMS", ["resolved"], "pending", 6, 0, []),
-    ], TX_SCHEMA + ", origin string, pending_id long, duplicates long, dropped_pending_ids array<long>")
-    subs = spark.createDataFrame([("KNOWN", dt.date(2024, 2, 10))], "sub_id string, activation_date date")
-    got = {r["record"][0]: (r["status"], r["reason"]) for r in tr.classify_transactions(cands, subs, RULES).collect()}
+    new = [
+        (ts(2024, 3, 1, 10), "KNOWN", Decimal("1"), "SMS", ["k"]),
+        (ts(2024, 2, 9, 23, 59), "KNOWN", Decimal("1"), "SMS", ["early"]),
+        (ts(2024, 2, 10, 0), "KNOWN", Decimal("2"), "SMS", ["sameday"]),
+        (cutoff, "NOBODY", Decimal("1"), "SMS", ["edge"]),
+        (cutoff - dt.timedelta(microseconds=1), "NOBODY", Decimal("1"), "SMS", ["old"]),
+    ]
+    pending = [
+        (ts(2024, 2, 1), "NOBODY", Decimal("3"), "SMS", ["oldpending"], 5),
+        (ts(2024, 3, 1), "KNOWN", Decimal("4"), "SMS", ["resolved"], 6),
+    ]
+    fates = fates_of(spark, new, pending, subs=[("KNOWN", dt.date(2024, 2, 10))])
+    got = {(r["sub_id"], r["timestamp"], r["amount"]): (r["status"], r["reason"]) for r in fates.collect()}
+    records = {r[4][0]: (r[1], r[0].replace(tzinfo=None), r[2]) for r in new + pending}
+    got = {name: got[(sub, t, Decimal(a))] for name, (sub, t, a) in records.items()}
     assert got == {
         "k": ("published", None),
         "early": ("rejected", "before_activation"),
@@ -290,11 +320,14 @@ def test_published_rows_schema_and_row_key(spark):
 def test_rejects_carry_source(spark):
     subs = tr.validate_subscribers(tr.parse_lines(lines(spark, "bad")), RULES)
     txs = tr.validate_transactions(tr.parse_lines(lines(spark, "bad")), RULES)
-    classified = spark.createDataFrame(
+    late = spark.createDataFrame(
         [("pending", "rejected", "unmatched_expired", [" a "]), ("new", "rejected", "before_activation", ["b"])],
         "origin string, status string, reason string, record array<string>")
+    fates = tr.transaction_fates(txs, spark.createDataFrame([], PENDING_SCHEMA),
+                                 spark.createDataFrame([], "sub_id string, activation_date date"), RULES, 2)
+    fates = fates.select("origin", "status", "reason", "record").unionByName(late)
     got = sorted((r["source"], r["reason"], tuple(r["record"]))
-                 for r in tr.reject_rows(subs, txs, classified).collect())
+                 for r in tr.reject_rows(subs, fates).collect())
     assert got == [("pending", "unmatched_expired", (" a ",)), ("subscribers", "malformed_row", ("bad",)),
                    ("transactions", "before_activation", ("b",)), ("transactions", "malformed_row", ("bad",))]
 
