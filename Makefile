@@ -107,9 +107,10 @@ test-fast: deps ## unit tests only (no PostgreSQL/HDFS/Docker) for the inner loo
 test-integration: deps jars ## Spark job against a real PostgreSQL and HDFS started by the tests
 	$(PYTEST) -q -m integration tests/integration
 
+SIZES ?= 1000000,5000000
 .PHONY: bench-etl
-bench-etl: deps jars ## Spark job vs DuckDB reference on 1M and 5M transactions; table in results/
-	$(PY) benchmarks/bench_etl.py --results $(RESULTS)/bench-etl.md
+bench-etl: deps jars ## Spark job vs a naive Spark job and DuckDB, same files (SIZES=1000000,5000000), a 2k batch, the step split; table in results/
+	$(PY) benchmarks/bench_etl.py --sizes $(SIZES) --small --results $(RESULTS)/bench-etl.md
 
 .PHONY: bench-up
 bench-up: deps ## DESTRUCTIVE: cold/warm/no-change `make up` times and idle memory; table in results/

@@ -1,11 +1,26 @@
-"""make bench-etl: the Spark job against the DuckDB measuring stick.
+"""make bench-etl: the Spark job against the floor Spark sets and the DuckDB stick.
 
 For each size (default 1M and 5M transactions, one subscriber per five
-transactions, 5% dirty rows) it generates one batch on local disk, runs the
-Spark job in local mode (with a real PostgreSQL store, started here) and the
-DuckDB reference on the same files, and prints wall time, input rows/s, peak
-RSS of each process tree, and the Spark/DuckDB time ratio. It fails when the
-two disagree on published or rejected counts.
+transactions, 5% dirty rows; ``--sizes`` / ``make bench-etl SIZES=...``) it
+generates one batch on local disk and runs, on the same files, in this order:
+
+- ``job``: ``python -m spark_jobs run`` in local mode, a real PostgreSQL
+  store (started here), a ``file://`` warehouse;
+- ``naive``: benchmarks/naive_spark.py, a plain PySpark job (same CSV, the
+  transaction rules, dedupe, join, one Parquet write; no store, no rejects):
+  the floor Spark sets on this machine;
+- ``duckdb-equal``: the DuckDB stick doing the job's work: metrics, published
+  and rejects Parquet, subscribers and pending rows COPYed into PostgreSQL;
+- ``duckdb``: the DuckDB stick, contract metrics only;
+- ``job-2nd`` (``--steady``, on by default): a second batch of the same size
+  on top of the store the first one left (its subscribers and pending rows),
+  to show that the job reads only what the batch needs from the store.
+
+It prints seconds, input rows/s and peak RSS (whole process tree) of each,
+the job's own split per step (``timings`` of its ``_metrics.json``), the
+ratios job/naive and job/duckdb-equal, and fails when the job and DuckDB
+disagree on any count. ``--small`` adds a 2,000-transaction batch and the
+JVM + Spark session start alone.
 """
 
 from __future__ import annotations
@@ -15,6 +30,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -25,9 +41,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-BATCH = "2024-03-01_a"
-COMPARED = ("published", "transactions_rejected", "subscribers_rejected", "transactions_duplicate",
-            "subscribers_duplicate", "subscribers_inserted", "pending_out")
+BATCH, NEXT_BATCH = "2024-03-01_a", "2024-03-01_b"
+SMALL = 2_000
 
 
 class PeakRss:
@@ -74,12 +89,12 @@ def measured(cmd: list[str], env: dict, label: str) -> tuple[float, int, str]:
                for s, b in ((proc.stdout, out_chunks), (proc.stderr, err_chunks))]
     for r in readers:
         r.start()
+    next_note = 15
     while proc.poll() is None:
-        time.sleep(0.5)
-        if int(time.monotonic() - t0) % 15 == 0:
-            print(f"  {label}: {time.monotonic() - t0:.0f}s, peak RSS so far {sampler.peak / 2**20:.0f} MiB",
-                  flush=True)
-            time.sleep(0.5)
+        time.sleep(0.2)
+        if time.monotonic() - t0 >= next_note:
+            print(f"  {label}: {next_note}s, peak RSS so far {sampler.peak / 2**20:.0f} MiB", flush=True)
+            next_note += 15
     for r in readers:
         r.join()
     seconds = time.monotonic() - t0
@@ -89,22 +104,155 @@ def measured(cmd: list[str], env: dict, label: str) -> tuple[float, int, str]:
     return seconds, peak, "".join(out_chunks)
 
 
-def generate(work: Path, n: int) -> Path:
+def generate(work: Path, n: int, batch: str, first_subscriber: int = 0, seed: int = 42) -> Path:
     landing = work / f"landing-{n}"
-    stamp = landing / f".complete-{BATCH}"
+    stamp = landing / f".complete-{batch}"
     if stamp.exists():
-        print(f"using generated batch in {landing}")
+        print(f"using generated batch {batch} in {landing}")
         return landing
-    print(f"generating {n:,} transactions and {n // 5:,} subscribers into {landing} ...", flush=True)
-    subprocess.run([sys.executable, "-m", "spark_jobs.datagen", "--landing", str(landing), "--batch-id", BATCH,
-                    "--subscribers", str(n // 5), "--transactions", str(n), "--dirty-share", "0.05",
-                    "--seed", "42"], check=True, cwd=ROOT)
+    print(f"generating {batch}: {n:,} transactions and {n // 5:,} subscribers into {landing} ...", flush=True)
+    cmd = [sys.executable, "-m", "spark_jobs.datagen", "--landing", str(landing), "--batch-id", batch,
+           "--subscribers", str(max(1, n // 5)), "--transactions", str(n), "--dirty-share", "0.05",
+           "--seed", str(seed), "--quiet"]
+    if first_subscriber:
+        # the next batch: new subscribers after the first batch's, and resends of earlier ones
+        cmd += ["--first-subscriber", str(first_subscriber), "--resend-share", "0.05"]
+    subprocess.run(cmd, check=True, cwd=ROOT)
     stamp.touch()
     return landing
 
 
-def compare(spark_m: dict, duck_m: dict) -> list[str]:
-    return [f"{k}: spark {spark_m[k]} != duckdb {duck_m[k]}" for k in COMPARED if spark_m[k] != duck_m[k]]
+def input_rows(landing: Path, batch: str) -> int:
+    return sum(1 for name in ("subscribers.csv", "transactions.csv")
+               for line in open(landing / batch / name, "rb") if line not in (b"\n", b"\r\n"))
+
+
+def compare(job: dict, duck: dict) -> list[str]:
+    return [f"{k}: job {job[k]} != duckdb {duck[k]}" for k in job if job[k] != duck.get(k)]
+
+
+class Bench:
+    def __init__(self, args, pg):
+        self.args, self.pg = args, pg
+        self.work = Path(args.work_dir)
+        self.env = dict(os.environ, OPTASIA_DB_USER=pg.user, OPTASIA_DB_PASSWORD=pg.password,
+                        PGPASSWORD=pg.password, PYTHONPATH=str(ROOT))
+        self.rows: list[dict] = []
+        self.splits: list[tuple[str, dict]] = []
+        self.failures: list[str] = []
+
+    def database(self, name: str) -> str:
+        from spark_jobs.config import database_from
+        from spark_jobs.migrations import migrate
+
+        dbname = f"{name}_{int(time.time() * 1000) % 10**9}"
+        self.pg.create_database(dbname, owner=self.pg.user)
+        jdbc = f"jdbc:postgresql://127.0.0.1:{self.pg.port}/{dbname}"
+        migrate(database_from(jdbc, environ=self.env))
+        return dbname
+
+    def row(self, label: str, n: int, rows: int, seconds: float, rss: int, **extra):
+        self.rows.append(dict(label=label, n=n, rows=rows, seconds=seconds, rss=rss, **extra))
+        print(f"[{n:,}] {label}: {seconds:.1f} s, {rows / seconds:,.0f} rows/s, peak RSS {rss / 2**20:,.0f} MiB",
+              flush=True)
+
+    def job(self, n: int, landing: Path, dbname: str, warehouse: Path, batch: str, label: str) -> dict:
+        from tests.services import postgres_jdbc_jar
+
+        print(f"[{n:,}] {label}: Spark job (local[*], driver {self.args.driver_memory}) ...", flush=True)
+        sec, rss, out = measured(
+            [sys.executable, "-m", "spark_jobs", "run", "--batch-id", batch, "--input-uri", f"file://{landing}",
+             "--warehouse-uri", f"file://{warehouse}",
+             "--jdbc-url", f"jdbc:postgresql://127.0.0.1:{self.pg.port}/{dbname}",
+             "--master", "local[*]", "--driver-memory", self.args.driver_memory,
+             "--jdbc-jar", postgres_jdbc_jar()], self.env, label)
+        result = json.loads(out)
+        self.row(label, n, input_rows(landing, batch), sec, rss, metrics=result["metrics"])
+        self.splits.append((f"{label} {n:,}", result["timings"]))
+        return result
+
+    def naive(self, n: int, landing: Path):
+        out_dir = self.work / f"naive-{n}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        print(f"[{n:,}] naive Spark baseline ...", flush=True)
+        sec, rss, _ = measured([sys.executable, "benchmarks/naive_spark.py", str(landing), BATCH, str(out_dir),
+                                "--driver-memory", self.args.driver_memory], self.env, "naive")
+        self.row("naive", n, input_rows(landing, BATCH), sec, rss)
+
+    def duckdb(self, n: int, landing: Path, equal_work: bool) -> dict:
+        cmd = [sys.executable, "benchmarks/duckdb_reference.py", str(landing), BATCH]
+        label = "duckdb-equal" if equal_work else "duckdb"
+        if equal_work:
+            out_dir = self.work / f"duck-{n}"
+            shutil.rmtree(out_dir, ignore_errors=True)
+            dbname = self.database("duck")
+            cmd += ["--output", str(out_dir), "--store-dsn",
+                    f"host=127.0.0.1 port={self.pg.port} user={self.pg.user} dbname={dbname}"]
+        print(f"[{n:,}] DuckDB stick{' (equal work)' if equal_work else ''} ...", flush=True)
+        sec, rss, out = measured(cmd, self.env, label)
+        metrics = json.loads(out)
+        self.row(label, n, input_rows(landing, BATCH), sec, rss)
+        return metrics
+
+    def size(self, n: int):
+        landing = generate(self.work, n, BATCH)
+        dbname = self.database(f"job{n}")
+        warehouse = self.work / f"warehouse-{n}"
+        shutil.rmtree(warehouse, ignore_errors=True)
+        first = self.job(n, landing, dbname, warehouse, BATCH, "job")
+        self.naive(n, landing)
+        for equal in (True, False):
+            diff = compare(first["metrics"], self.duckdb(n, landing, equal))
+            if diff:
+                self.failures.append(f"{n:,} transactions ({'equal work' if equal else 'contract'}): "
+                                     + "; ".join(diff))
+        if self.args.steady:
+            generate(self.work, n, NEXT_BATCH, first_subscriber=n // 5 + 1, seed=43)
+            self.job(n, landing, dbname, warehouse, NEXT_BATCH, "job-2nd")
+
+    def small(self):
+        from tests.services import postgres_jdbc_jar
+
+        landing = generate(self.work, SMALL, BATCH)
+        print("JVM + Spark session start alone ...", flush=True)
+        code = ("import sys, time; t0 = time.monotonic(); from spark_jobs.session import build_session; "
+                f"s = build_session(master='local[*]', jdbc_jar={postgres_jdbc_jar()!r}); "
+                "print(time.monotonic() - t0); s.stop()")
+        sec, rss, _ = measured([sys.executable, "-c", code], self.env, "session")
+        self.row("session-only", 0, 1, sec, rss)
+        dbname = self.database("small")
+        warehouse = self.work / f"warehouse-{SMALL}"
+        shutil.rmtree(warehouse, ignore_errors=True)
+        self.job(SMALL, landing, dbname, warehouse, BATCH, "job")
+
+    def table(self) -> str:
+        by = {(r["label"], r["n"]): r for r in self.rows}
+        lines = ["| transactions | run | input rows | seconds | rows/s | peak RSS MiB | vs naive | vs DuckDB equal work |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            naive, duck = by.get(("naive", r["n"])), by.get(("duckdb-equal", r["n"]))
+            vs_naive = f"{r['seconds'] / naive['seconds']:.2f}x" if naive and r["label"].startswith("job") else ""
+            vs_duck = f"{r['seconds'] / duck['seconds']:.1f}x" if duck and r["label"].startswith("job") else ""
+            n = f"{r['n']:,}" if r["n"] else "-"
+            lines.append(f"| {n} | {r['label']} | {r['rows']:,} | {r['seconds']:.1f} | "
+                         f"{r['rows'] / r['seconds']:,.0f} | {r['rss'] / 2**20:,.0f} | {vs_naive} | {vs_duck} |")
+        second = [(r, by.get(("job", r["n"]))) for r in self.rows if r["label"] == "job-2nd"]
+        for r, first in second:
+            if first:
+                lines.append(f"\nsteady state at {r['n']:,}: the second batch took "
+                             f"{r['seconds'] / first['seconds']:.2f}x the first")
+        small, session = by.get(("job", SMALL)), by.get(("session-only", 0))
+        if small and session:
+            lines.append(f"\nsmall batch ({SMALL:,} transactions): {small['seconds']:.1f} s = "
+                         f"{small['seconds'] / session['seconds']:.2f}x the JVM + session start alone "
+                         f"({session['seconds']:.1f} s)")
+        keys = []
+        for _, t in self.splits:
+            keys += [k for k in t if k not in keys and k != "total"]
+        split = ["| job run | " + " | ".join(keys) + " | total |", "|---" * (len(keys) + 2) + "|"]
+        for name, t in self.splits:
+            split.append(f"| {name} | " + " | ".join(f"{t.get(k, 0):.1f}" for k in keys) + f" | {t['total']:.1f} |")
+        return "\n".join(lines + ["", "The job's own split (seconds per step, from its _metrics.json):", ""] + split)
 
 
 def main(argv=None) -> int:
@@ -112,71 +260,36 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="1000000,5000000", help="transactions per run, comma separated")
     ap.add_argument("--work-dir", default=os.path.join(os.environ.get("OPTASIA_CACHE", "/opt/optasia/cache"), "bench"))
     ap.add_argument("--results", default="results/bench-etl.md")
-    ap.add_argument("--driver-memory", default="6g")
+    ap.add_argument("--driver-memory", default="2g", help="Spark driver heap of the job and the baseline")
+    ap.add_argument("--no-steady", dest="steady", action="store_false",
+                    help="skip the second batch on top of the first one's store")
+    ap.add_argument("--small", action="store_true", help=f"add a {SMALL:,}-transaction batch and the session start")
     args = ap.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
 
-    from spark_jobs.config import database_from
-    from spark_jobs.migrations import migrate
-    from tests.services import postgres_jdbc_jar
     from tests.services.postgres import PostgresServer
 
-    rows, failures = [], []
     with PostgresServer() as pg:
+        bench = Bench(args, pg)
+        if args.small:
+            bench.small()
         for n in sizes:
-            landing = generate(work, n)
-            input_rows = sum(1 for name in ("subscribers.csv", "transactions.csv")
-                             for line in open(landing / BATCH / name, "rb") if line not in (b"\n", b"\r\n"))
-            dbname = f"bench_{n}_{int(time.time())}"
-            pg.create_database(dbname, owner=pg.user)
-            env = dict(os.environ, OPTASIA_DB_USER=pg.user, OPTASIA_DB_PASSWORD=pg.password,
-                       PYTHONPATH=str(ROOT))
-            jdbc = f"jdbc:postgresql://127.0.0.1:{pg.port}/{dbname}"
-            migrate(database_from(jdbc, environ=env))
-            warehouse = work / f"warehouse-{n}-{int(time.time())}"
-            print(f"[{n:,}] Spark job (local[*], driver {args.driver_memory}) ...", flush=True)
-            s_sec, s_rss, s_out = measured(
-                [sys.executable, "-m", "spark_jobs", "run", "--batch-id", BATCH, "--input-uri",
-                 f"file://{landing}", "--warehouse-uri", f"file://{warehouse}", "--jdbc-url", jdbc,
-                 "--master", "local[*]", "--driver-memory", args.driver_memory,
-                 "--jdbc-jar", postgres_jdbc_jar()], env, "spark")
-            spark_m = json.loads(s_out)["metrics"]
-            print(f"[{n:,}] DuckDB reference ...", flush=True)
-            d_sec, d_rss, d_out = measured(
-                [sys.executable, "benchmarks/duckdb_reference.py", str(landing), BATCH], env, "duckdb")
-            duck_m = json.loads(d_out)
-            diff = compare(spark_m, duck_m)
-            if diff:
-                failures.append(f"{n:,} transactions: " + "; ".join(diff))
-            rows.append(dict(n=n, input_rows=input_rows, published=spark_m["published"],
-                             rejected=sum(spark_m["transactions_rejected"].values())
-                             + sum(spark_m["subscribers_rejected"].values()),
-                             spark_s=s_sec, duck_s=d_sec, spark_rss=s_rss, duck_rss=d_rss,
-                             agree="yes" if not diff else "NO"))
-
-    header = ("| transactions | input rows | published | rejected | Spark s | Spark rows/s | Spark peak RSS MiB "
-              "| DuckDB s | DuckDB rows/s | DuckDB peak RSS MiB | Spark/DuckDB time | counts agree |")
-    lines = [header, "|" + "|".join(["---"] * 12) + "|"]
-    for r in rows:
-        lines.append(
-            f"| {r['n']:,} | {r['input_rows']:,} | {r['published']:,} | {r['rejected']:,} | {r['spark_s']:.1f} "
-            f"| {r['input_rows'] / r['spark_s']:,.0f} | {r['spark_rss'] / 2**20:,.0f} | {r['duck_s']:.1f} "
-            f"| {r['input_rows'] / r['duck_s']:,.0f} | {r['duck_rss'] / 2**20:,.0f} "
-            f"| {r['spark_s'] / r['duck_s']:.1f}x | {r['agree']} |")
+            bench.size(n)
     machine = (f"{platform.node()}: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
                f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
-    text = "\n".join([f"# make bench-etl ({machine})", "",
-                      "Rows/s count input rows (subscribers + transactions, empty lines excluded); peak RSS is the "
-                      "whole process tree (Python + JVM for Spark), sampled every 0.2 s. Spark runs local[*] with "
-                      "a real PostgreSQL store; times include JVM start-up and the store load.", ""] + lines)
+    text = "\n".join([
+        f"# make bench-etl ({machine})", "",
+        "Same files, same run. Rows/s count input rows (subscribers + transactions, empty lines excluded); "
+        "peak RSS is the whole process tree (Python + JVM for Spark), sampled every 0.2 s. Spark runs "
+        f"local[*] with a {args.driver_memory} driver; times include JVM start-up. job-2nd is the next "
+        "batch on top of the store the first one left.", "", bench.table()])
     print("\n" + text)
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(text + "\n")
     print(f"\nwritten to {args.results}")
-    if failures:
-        print("Spark and DuckDB DISAGREE:\n  " + "\n  ".join(failures), file=sys.stderr)
+    if bench.failures:
+        print("the job and DuckDB DISAGREE:\n  " + "\n  ".join(bench.failures), file=sys.stderr)
         return 1
     return 0
 

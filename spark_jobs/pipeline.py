@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
@@ -222,16 +222,19 @@ def _translate_jvm(exc: Exception, cfg: JobConfig) -> Exception:
     return exc
 
 
-def _local_lines(df: DataFrame):
-    """Rows of a one-string-column DataFrame as UTF-8 byte lines, streamed to the driver."""
-    for row in df.toLocalIterator(prefetchPartitions=True):
-        yield row[0].encode("utf-8")
+def _local_lines(df: DataFrame) -> list[bytes]:
+    """Rows of a one-string-column DataFrame as UTF-8 byte lines on the driver.
+
+    One collect (one Spark job); toLocalIterator would run a job per partition,
+    which costs more than the rows it saves at the sizes of a batch."""
+    return [row[0].encode("utf-8") for row in df.collect()]
 
 
 def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan,
-                timings: Timings | None = None, partitions: int = 8) -> dict:
+                timings: Timings | None = None) -> dict:
     """Steps 2-4: compute, check, write staging, apply to the store. Returns metrics."""
     timings = timings if timings is not None else Timings()
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     fs = HadoopFs(spark)
     rules = tr.BatchRules(cfg.batch_date, cfg.allowed_channels, cfg.pending_ttl_days)
     staging = cfg.staging_path(plan.run_id)
@@ -244,43 +247,43 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
         return df
 
     try:
-        with timings.step("read_parse_validate", "reading and validating subscribers, transaction sub_ids"):
+        with timings.step("read_parse_validate", "reading and validating the subscribers"):
             subs_lines = read_lines(spark, fs, cfg.input_path("subscribers.csv"))
             tx_lines = read_lines(spark, fs, cfg.input_path("transactions.csv"))
             subs = keep(tr.validate_subscribers(tr.parse_lines(subs_lines), rules))
             unique = keep(tr.collapse_subscribers(subs.where(F.col("reason").isNull())))
             sub_reasons = {row["reason"]: row["n"] for row in
                            subs.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
-            tx_records = tr.parse_lines(tx_lines)
-            lines_seen = Observation("transaction_lines")
-            tx_keys = tr.transaction_sub_ids(tx_records.observe(lines_seen, F.count(F.lit(1)).alias("n")))
-            keys = unique.select("sub_id").unionByName(tx_keys).distinct()
-
-        with timings.step("store_read", "reading the batch's subscribers and the pending rows from the store"):
-            # collect(), not a streaming iterator: the observed line count arrives with a finished query
-            n_keys = store.stage_keys(r, (row[0].encode("utf-8") for row in keys.collect()))
-            transactions_input = lines_seen.get["n"]
-            store_df = keep(read_jdbc(spark, cfg, store.subscribers_before_query(plan.undo_run_id, r),
-                                      "sub_id", hashed=True))
             pending = keep(read_jdbc(spark, cfg, store.pending_before_query(plan.undo_run_id),
                                      "pending_id", hashed=False)
                            .withColumn("record", F.from_json("record", tr.RECORD_TYPE))
                            .withColumn("amount", F.col("amount").cast(tr.AMOUNT_TYPE)))
+            pending_in = pending.count()
+
+        with timings.step("read_parse_validate_dedupe", "reading, validating and collapsing the transactions"):
+            txs = tr.validate_transactions(tr.parse_lines(tx_lines), rules)
+            ranked = keep(tr.rank_transactions(txs, pending, partitions))
+            keys = unique.select("sub_id").unionByName(tr.ranked_sub_ids(ranked)).distinct()
+            n_keys = store.stage_keys(r, (row[0].encode("utf-8") for row in keys.collect()))
+            # The file's rows counted on their own (a plain scan, no parsing): the
+            # conservation law then checks the fates against the input.
+            transactions_input = tr.text_rows(tx_lines).count()
+
+        with timings.step("store_read", "reading the batch's subscribers from the store"):
+            store_df = keep(read_jdbc(spark, cfg, store.subscribers_before_query(plan.undo_run_id, r),
+                                      "sub_id", hashed=True))
             merge = keep(tr.merge_subscribers(unique, store_df))
             merge_rows = [(row["action"], row["n"], row["dups"]) for row in
                           merge.where(F.col("action").isNotNull()).groupBy("action").agg(
                               F.count(F.lit(1)).alias("n"), F.sum(F.col("rows") - 1).alias("dups")).collect()]
-            pending_in = pending.count()
             log.info("%d sub_ids in the batch, %d of them in the store; %d pending rows", n_keys,
                      store_df.count(), pending_in)
 
         tx_stage, rj_stage = f"{staging}/transactions", f"{staging}/rejects"
-        with timings.step("dedupe_match_write", "validating, collapsing and matching transactions, "
-                                                "writing the published rows"):
+        with timings.step("match_write", "matching the transactions, writing the published rows"):
             fs.delete(staging)
-            txs = tr.validate_transactions(tx_records, rules)
             after = merge.select("sub_id", F.col("after_activation_date").alias("activation_date"))
-            fates = keep(tr.transaction_fates(txs, pending, after, rules, partitions))
+            fates = keep(tr.decide_fates(ranked, after, rules))
             tr.published_rows(fates).write.parquet(tx_stage)
 
         with timings.step("metrics", "counting the batch and checking the conservation laws"):
@@ -332,7 +335,7 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
                 # text with an explicit zone: no Python or PostgreSQL time zone plays a part
                 F.concat(F.date_format("timestamp", "yyyy-MM-dd HH:mm:ss.SSSSSS"), F.lit("+00")), "sub_id", F.col("amount").cast("string"), "channel", F.to_json("record"))
             load = StoreLoad(subscribers=_local_lines(changes), pending_removed=_local_lines(removed),
-                             pending_new=(tuple(row) for row in new_pending.toLocalIterator(prefetchPartitions=True)))
+                             pending_new=[tuple(row) for row in new_pending.collect()])
             store.apply_run(cfg.batch_id, plan, expected, metrics, load)
         write_metrics_file()
         return metrics
@@ -399,7 +402,6 @@ def run_batch(spark: SparkSession, cfg: JobConfig, publish: bool = True,
     ``timings`` may arrive holding earlier steps (the CLI's session start).
     """
     timings = timings if timings is not None else Timings()
-    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     with Store(cfg.database) as store:
         store.require_schema(latest_version())
         store.lock()
@@ -407,7 +409,7 @@ def run_batch(spark: SparkSession, cfg: JobConfig, publish: bool = True,
         log.info("batch %s: run %s%s", cfg.batch_id, plan.run_id,
                  f" (undoing its earlier run {plan.undo_run_id})" if plan.undo_run_id else "")
         try:
-            metrics = stage_batch(spark, cfg, store, plan, timings, partitions)
+            metrics = stage_batch(spark, cfg, store, plan, timings)
             if publish:
                 publish_batch(spark, cfg, store, plan.run_id, timings)
             store.record_timings(plan.run_id, timings.as_dict())

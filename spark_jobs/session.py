@@ -14,6 +14,11 @@ BASE_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
+    # No delay scheduling: a stage that unions cached partitions (preferred on
+    # the executor holding them) with HDFS splits (preferred on a DataNode's
+    # host) otherwise waits for locality that never comes; in local mode,
+    # where nothing re-offers the free cores, it waits for ever.
+    "spark.locality.wait": "0s",
 }
 
 

@@ -82,17 +82,26 @@ def _quoted_line_parser():
                                       T.StructField("ok", T.BooleanType())]))
 
 
-def parse_lines(lines: DataFrame) -> DataFrame:
-    """Text lines (column ``value``) -> ``record`` (fields, untrimmed) and ``parsed``.
+def text_rows(lines: DataFrame) -> DataFrame:
+    """Text lines (column ``value``) -> the file's rows (column ``line``).
 
     Empty lines are dropped here (they are not rows). A leading U+FEFF is
-    removed. Lines without a quote are split on commas in the JVM; the rare
-    lines with quotes go through Python's csv module. An unparseable line
-    keeps the whole line as its single-element record and ``parsed`` false.
+    removed.
     """
     value = F.col("value")
     line = F.when(value.startswith("\uFEFF"), F.substring(value, 2, 1 << 30)).otherwise(value).alias("line")
-    rows = lines.select(line).where(F.length("line") > 0)
+    return lines.select(line).where(F.length("line") > 0)
+
+
+def parse_lines(lines: DataFrame) -> DataFrame:
+    """Text lines (column ``value``) -> ``record`` (fields, untrimmed) and ``parsed``.
+
+    Rows as text_rows gives them. Lines without a quote are split on commas
+    in the JVM; the rare lines with quotes go through Python's csv module.
+    An unparseable line keeps the whole line as its single-element record
+    and ``parsed`` false.
+    """
+    rows = text_rows(lines)
     has_quote = F.col("line").contains('"')
     plain = rows.where(~has_quote).select(
         F.split(F.col("line"), ",", -1).alias("record"), F.lit(True).alias("parsed")
@@ -123,8 +132,8 @@ def trim_ws(c: Column) -> Column:
 # CASE WHEN: written as one expression, each regex would run several times.
 # --------------------------------------------------------------------------
 
-def _int(s: Column, pos: int, length: int) -> Column:
-    return F.substring(s, pos, length).try_cast("int")
+def _int(s: str, pos: int, length: int) -> Column:
+    return F.substring(F.col(s), pos, length).try_cast("int")
 
 
 def _valid_ymd(y: Column, m: Column, d: Column) -> Column:
@@ -136,68 +145,59 @@ def _valid_ymd(y: Column, m: Column, d: Column) -> Column:
                       F.lit(False))
 
 
-def _safe_make_date(ok: Column, y: Column, m: Column, d: Column) -> Column:
-    """make_date that never sees invalid parts (it raises on them in ANSI mode)."""
-    return F.make_date(F.when(ok, y).otherwise(1970), F.when(ok, m).otherwise(1), F.when(ok, d).otherwise(1))
+def _epoch_day(ok: str, y: str, m: str, d: str) -> Column:
+    """Days since 1970-01-01 of valid parts (make_date raises on invalid ones in ANSI mode)."""
+    return F.unix_date(F.make_date(F.when(F.col(ok), F.col(y)).otherwise(1970),
+                                   F.when(F.col(ok), F.col(m)).otherwise(1),
+                                   F.when(F.col(ok), F.col(d)).otherwise(1)))
 
 
-def date_from_matched(s: Column, matched: Column) -> Column:
-    """A ``YYYY-MM-DD`` string that matched DATE_PATTERN -> date; null when not a real date."""
-    y, m, d = _int(s, 1, 4), _int(s, 6, 2), _int(s, 9, 2)
-    ok = F.coalesce(matched, F.lit(False)) & _valid_ymd(y, m, d)
-    return F.when(ok, _safe_make_date(ok, y, m, d))
+def with_date(df: DataFrame, src: str, matched: str, out: str) -> DataFrame:
+    """Adds ``out``: the date of ``src`` (a string that matched DATE_PATTERN when
+    ``matched``), null when not a real date. Adds ``_d_*`` helper columns."""
+    parts = df.select("*", _int(src, 1, 4).alias("_d_y"), _int(src, 6, 2).alias("_d_m"),
+                      _int(src, 9, 2).alias("_d_d"))
+    checked = parts.select("*", (F.coalesce(F.col(matched), F.lit(False))
+                                 & _valid_ymd(F.col("_d_y"), F.col("_d_m"), F.col("_d_d"))).alias("_d_ok"))
+    return checked.select("*", F.when(F.col("_d_ok"), F.date_from_unix_date(
+        _epoch_day("_d_ok", "_d_y", "_d_m", "_d_d"))).alias(out))
 
 
-def parse_date(s: Column) -> Column:
-    """``YYYY-MM-DD`` string -> date, null when not a real date."""
-    return date_from_matched(s, s.rlike(DATE_PATTERN))
-
-
-def timestamp_from_matched(s: Column, matched: Column) -> Column:
-    """A string that matched TIMESTAMP_PATTERN -> UTC timestamp; null when not a real date.
+def with_timestamp(df: DataFrame, src: str, matched: str, out: str) -> DataFrame:
+    """Adds ``out``: the UTC timestamp of ``src`` (a string that matched
+    TIMESTAMP_PATTERN when ``matched``), null when not a real date.
 
     ``YYYY-MM-DD?HH:MM:SS`` fills positions 1-19; the rest is an optional
     ``.`` + 1-6 digits, then an optional ``Z`` or ``+HH:MM``/``-HH:MM``.
     Computed from epoch microseconds so the session time zone plays no part.
+    Adds ``_t_*`` helper columns.
     """
-    y, mo, d = _int(s, 1, 4), _int(s, 6, 2), _int(s, 9, 2)
-    h, mi, sec = _int(s, 12, 2).cast("long"), _int(s, 15, 2).cast("long"), _int(s, 18, 2).cast("long")
-    rest = F.substring(s, 20, 64)
-    n = F.length(rest)
-    offset_zone = (n >= 6) & F.substring(rest, -6, 1).isin("+", "-")
-    zone_len = F.when(rest.endswith("Z"), 1).when(offset_zone, 6).otherwise(0)
-    frac_digits = F.when(rest.startswith("."), rest.substr(F.lit(2), n - 1 - zone_len)).otherwise(F.lit(""))
-    frac = F.coalesce(F.rpad(frac_digits, 6, "0").try_cast("long"), F.lit(0))
+    parts = df.select(
+        "*", _int(src, 1, 4).alias("_t_y"), _int(src, 6, 2).alias("_t_mo"), _int(src, 9, 2).alias("_t_d"),
+        (_int(src, 12, 2) * 3600 + _int(src, 15, 2) * 60 + _int(src, 18, 2)).cast("long").alias("_t_secs"),
+        F.substring(F.col(src), 20, 64).alias("_t_rest"))
+    rest = F.col("_t_rest")
+    offset_zone = (F.length(rest) >= 6) & F.substring(rest, -6, 1).isin("+", "-")
+    zoned = parts.select(
+        "*", (F.coalesce(F.col(matched), F.lit(False))
+              & _valid_ymd(F.col("_t_y"), F.col("_t_mo"), F.col("_t_d"))).alias("_t_ok"),
+        F.when(rest.endswith("Z"), 1).when(offset_zone, 6).otherwise(0).alias("_t_zone_len"))
     zone = F.substring(rest, -6, 6)
-    offset_minutes = F.when(
-        offset_zone,
-        (_int(zone, 2, 2) * 60 + _int(zone, 5, 2)) * F.when(F.substring(zone, 1, 1) == "-", -1).otherwise(1),
-    ).otherwise(0).cast("long")
-    ok = F.coalesce(matched, F.lit(False)) & _valid_ymd(y, mo, d)
-    day = F.unix_date(_safe_make_date(ok, y, mo, d)).cast("long")
-    micros = day * MICROS_PER_DAY + ((h * 60 + mi - offset_minutes) * 60 + sec) * 1_000_000 + frac
-    return F.when(ok, F.timestamp_micros(micros))
-
-
-def parse_timestamp(s: Column) -> Column:
-    """Contract timestamp string -> UTC timestamp, null when invalid."""
-    return timestamp_from_matched(s, s.rlike(TIMESTAMP_PATTERN))
+    frac_digits = F.when(rest.startswith("."), rest.substr(F.lit(2), F.length(rest) - 1 - F.col("_t_zone_len")))
+    valued = zoned.select(
+        "*", _epoch_day("_t_ok", "_t_y", "_t_mo", "_t_d").cast("long").alias("_t_day"),
+        F.coalesce(F.rpad(frac_digits, 6, "0").try_cast("long"), F.lit(0)).alias("_t_frac"),
+        F.when(F.col("_t_zone_len") == 6,
+               (F.substring(zone, 2, 2).try_cast("long") * 60 + F.substring(zone, 5, 2).try_cast("long"))
+               * F.when(F.substring(zone, 1, 1) == "-", -1).otherwise(1)).otherwise(0).alias("_t_offset"))
+    micros = (F.col("_t_day") * MICROS_PER_DAY + (F.col("_t_secs") - F.col("_t_offset") * 60) * 1_000_000
+              + F.col("_t_frac"))
+    return valued.select("*", F.when(F.col("_t_ok"), F.timestamp_micros(micros)).alias(out))
 
 
 def utc_date(ts: Column) -> Column:
     """UTC calendar date of a timestamp, independent of the session zone."""
     return F.date_from_unix_date(F.floor(F.unix_micros(ts) / F.lit(MICROS_PER_DAY)).try_cast("int"))
-
-
-def amount_from_matched(s: Column, matched: Column) -> Column:
-    """An amount string that matched AMOUNT_PATTERN -> decimal(18,4); null unless > 0."""
-    value = F.when(F.coalesce(matched, F.lit(False)), s.try_cast(AMOUNT_TYPE))
-    return F.when(value > 0, value)
-
-
-def parse_amount(s: Column) -> Column:
-    """Amount string -> decimal(18,4); null when the contract rejects it."""
-    return amount_from_matched(s, s.rlike(AMOUNT_PATTERN))
 
 
 def _field(i: int) -> Column:
@@ -218,7 +218,7 @@ def validate_subscribers(records: DataFrame, rules: BatchRules) -> DataFrame:
                             _field(0).alias("sub_id"), _field(1).alias("_date"))
     matched = fields.select("*", _matches("sub_id", SUB_ID_PATTERN).alias("_sub_ok"),
                             F.col("_date").rlike(DATE_PATTERN).alias("_date_ok"))
-    valued = matched.select("*", date_from_matched(F.col("_date"), F.col("_date_ok")).alias("activation_date"))
+    valued = with_date(matched, "_date", "_date_ok", "activation_date")
     reason = (
         F.when(~F.col("parsed") | (F.col("_n") != 2), "malformed_row")
         .when(~F.col("_sub_ok"), "invalid_sub_id")
@@ -286,9 +286,10 @@ def validate_transactions(records: DataFrame, rules: BatchRules) -> DataFrame:
         "*", F.col("_ts").rlike(TIMESTAMP_PATTERN).alias("_ts_ok"),
         _matches("sub_id", SUB_ID_PATTERN).alias("_sub_ok"),
         F.col("_amount").rlike(AMOUNT_PATTERN).alias("_amount_ok"))
-    valued = matched.select(
-        "*", timestamp_from_matched(F.col("_ts"), F.col("_ts_ok")).alias("timestamp"),
-        amount_from_matched(F.col("_amount"), F.col("_amount_ok")).alias("amount"))
+    valued = with_timestamp(matched, "_ts", "_ts_ok", "timestamp").select(
+        "*", F.col("_amount").try_cast(AMOUNT_TYPE).alias("_amount_value"))
+    valued = valued.select("*", F.when(F.col("_amount_ok") & (F.col("_amount_value") > 0),
+                                       F.col("_amount_value")).alias("amount"))
     reason = (
         F.when(~F.col("parsed") | (F.col("_n") != 4), "malformed_row")
         .when(F.col("timestamp").isNull(), "invalid_timestamp")
@@ -312,29 +313,20 @@ TX_KEY = ["timestamp", "sub_id", "amount", "channel"]
 PUBLISHED, PENDING, REJECTED, DUPLICATE = "published", "pending", "rejected", "duplicate"
 
 
-def transaction_fates(txs: DataFrame, pending: DataFrame, subscribers: DataFrame, rules: BatchRules,
-                      partitions: int = 8) -> DataFrame:
-    """Every transaction row of the batch, new or pending, with its fate: one shuffle.
+def rank_transactions(txs: DataFrame, pending: DataFrame, partitions: int = 8) -> DataFrame:
+    """New and pending rows in one shuffle, each duplicate group ranked.
 
     ``txs``: validate_transactions' output (valid and rejected rows).
     ``pending``: ``pending_id, timestamp, sub_id, amount, channel, record``.
-    ``subscribers``: the store after this batch's merge, ``sub_id, activation_date``
-    (only the sub_ids the batch needs).
 
-    Exact duplicates (same UTC timestamp, sub_id, amount value, channel) keep
-    one row: a pending one before a new one, then the lowest pending_id, then
-    the smallest record; every other row of the group is ``duplicate``. The
-    kept row is matched with ``subscribers`` and becomes ``published``,
-    ``pending`` or ``rejected`` (``before_activation``, ``unmatched_expired``);
-    rows that broke a rule are ``rejected`` with their reason.
+    Exact duplicates (same UTC timestamp, sub_id, amount value, channel) are
+    ranked: a pending row before a new one, then the lowest pending_id, then
+    the smallest record; ``_rank`` 1 is the row the group keeps.
 
-    Rows are hash-partitioned once by sub_id (rejected rows by their record,
-    so they spread and never match); the duplicate window and the sort-merge
-    join with the subscribers both reuse that partitioning and sort order.
-
-    Returns ``origin`` (new | pending), ``pending_id``, ``status``, ``reason``,
-    ``record`` (kept only where an output needs it: rejected and pending rows),
-    the key columns and ``activation_date``.
+    Rows are hash-partitioned once by ``shard`` (the sub_id; a rejected row's
+    record, so those spread and never match a subscriber): the duplicate
+    window and the later sort-merge join with the subscribers both reuse that
+    partitioning and its sort order.
     """
     valid = F.col("reason").isNull()
     new = txs.select(
@@ -347,10 +339,29 @@ def transaction_fates(txs: DataFrame, pending: DataFrame, subscribers: DataFrame
     both = new.unionByName(old).repartition(max(1, partitions), "shard")
     group = Window.partitionBy("shard", "timestamp", "amount", "channel").orderBy(
         "priority", "pending_id", "record")
-    ranked = both.withColumn("_rank", F.row_number().over(group))
+    return both.withColumn("_rank", F.row_number().over(group))
+
+
+def ranked_sub_ids(ranked: DataFrame) -> DataFrame:
+    """The sub_ids of the valid rows (new and pending): what the batch needs from the store."""
+    return ranked.where(F.col("reason").isNull()).select(F.col("shard").alias("sub_id")).distinct()
+
+
+def decide_fates(ranked: DataFrame, subscribers: DataFrame, rules: BatchRules) -> DataFrame:
+    """Each ranked row's fate, matched with ``subscribers`` (the store after this
+    batch's merge, ``sub_id, activation_date``, at least the batch's sub_ids).
+
+    A group's kept row becomes ``published``, ``pending`` or ``rejected``
+    (``before_activation``, ``unmatched_expired``); the group's other rows are
+    ``duplicate``; rows that broke a rule are ``rejected`` with their reason.
+
+    Returns ``origin`` (new | pending), ``pending_id``, ``status``, ``reason``,
+    ``record`` (kept only where an output needs it: rejected and pending rows),
+    the key columns and ``activation_date``.
+    """
+    valid = F.col("reason").isNull()
     subs = subscribers.select(F.col("sub_id").alias("shard"), "activation_date")
     joined = ranked.join(subs, "shard", "left")
-
     matched = F.col("activation_date").isNotNull()
     expired = F.unix_micros("timestamp") < F.lit(rules.expiry_cutoff_micros)
     late_reason = (
@@ -370,6 +381,12 @@ def transaction_fates(txs: DataFrame, pending: DataFrame, subscribers: DataFrame
         "pending_id", "status", F.col("_reason").alias("reason"),
         F.when(F.col("status").isin(REJECTED, PENDING), F.col("record")).alias("record"),
         *TX_KEY, "activation_date")
+
+
+def transaction_fates(txs: DataFrame, pending: DataFrame, subscribers: DataFrame, rules: BatchRules,
+                      partitions: int = 8) -> DataFrame:
+    """Every transaction row of the batch, new or pending, with its fate (rank, then decide)."""
+    return decide_fates(rank_transactions(txs, pending, partitions), subscribers, rules)
 
 
 def published_rows(fates: DataFrame) -> DataFrame:
