@@ -154,13 +154,13 @@ class Store:
 
     # -- reading state (as Spark queries) ----------------------------------
 
-    def stage_keys(self, run_id: int, lines: Iterable[bytes]) -> int:
-        """COPY the batch's sub_ids (one per line, valid sub_ids only) for the store read."""
+    def stage_keys(self, run_id: int, blocks: Iterable[bytes]) -> int:
+        """COPY the batch's sub_ids for the store read: COPY text blocks of
+        ``run_id<TAB>sub_id`` lines (valid sub_ids need no escaping)."""
         with self.conn.transaction():
             with self.conn.cursor().copy("COPY etl_stage_keys (run_id, sub_id) FROM STDIN") as cp:
-                prefix = f"{int(run_id)}\t".encode()
-                for chunk in _chunks(lines):
-                    cp.write(b"".join(prefix + line + b"\n" for line in chunk))
+                for block in blocks:
+                    cp.write(block)
             self.conn.execute("ANALYZE etl_stage_keys")
             return self.conn.execute("SELECT count(*) FROM etl_stage_keys WHERE run_id = %s",
                                      (run_id,)).fetchone()[0]
@@ -348,25 +348,15 @@ class Store:
         return applied
 
 
-def _chunks(lines: Iterable, size: int = 50_000):
-    chunk = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 @dataclass
 class StoreLoad:
     """A batch's rows for the stage tables, as iterables from the Spark driver.
 
-    ``subscribers``: ``sub_id<TAB>YYYY-MM-DD`` byte lines (valid sub_ids and
-    dates hold nothing COPY would need to escape); ``pending_removed``:
-    ``pending_id<TAB>removed_as`` byte lines; ``pending_new``: tuples
-    ``(ts, sub_id, amount, channel, record_json)``, escaped by psycopg.
+    ``subscribers``: COPY text blocks of ``run_id<TAB>sub_id<TAB>YYYY-MM-DD``
+    lines (valid sub_ids and dates hold nothing COPY would need to escape);
+    ``pending_removed``: blocks of ``run_id<TAB>pending_id<TAB>removed_as``;
+    ``pending_new``: tuples ``(ts, sub_id, amount, channel, record_json)``,
+    escaped by psycopg.
     """
 
     subscribers: Iterable[bytes]
@@ -374,14 +364,13 @@ class StoreLoad:
     pending_new: Iterable[tuple]
 
     def copy_into(self, conn: psycopg.Connection, run_id: int):
-        prefix = f"{int(run_id)}\t".encode()
         cur = conn.cursor()
-        for table, cols, lines in (
+        for table, cols, blocks in (
                 ("etl_stage_subscribers", "run_id, sub_id, activation_date", self.subscribers),
                 ("etl_stage_pending_removed", "run_id, pending_id, removed_as", self.pending_removed)):
             with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
-                for chunk in _chunks(lines):
-                    cp.write(b"".join(prefix + line + b"\n" for line in chunk))
+                for block in blocks:
+                    cp.write(block)
         with cur.copy("COPY etl_stage_pending_new (run_id, ts, sub_id, amount, channel, record) "
                       "FROM STDIN") as cp:
             for row in self.pending_new:
