@@ -216,6 +216,16 @@ def report(af: Airflow, run_id: str, batch: str, state: str) -> int:
         for reason, n in sorted(m[group].items()):
             if n:
                 say(f"  {group + '.' + reason:<44} {n:>10,}")
+    timings = doc.get("timings") or {}
+    if timings:
+        say("the Spark job's steps (seconds, from _metrics.json): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in timings.items() if k != "total") + f"; total {timings.get('total', 0):.1f}")
+    run = af.run(run_id)
+    try:
+        took = (dt.datetime.fromisoformat(run["end_date"]) - dt.datetime.fromisoformat(run["start_date"]))
+        say(f"the run took {took.total_seconds():.0f}s from its start to the end of cleanup")
+    except (KeyError, TypeError, ValueError):
+        pass
     say(f"\nAirflow UI:   {af.base}/dags/{DAG}  (user admin, password: `make admin-password`)")
     say(f"NameNode UI:  http://localhost:9870/explorer.html#{part}")
     return 0
