@@ -2,7 +2,7 @@
 
 It processes one batch against an EMPTY subscriber store and an EMPTY pending
 table (the benchmark case) and returns the batch metrics; optionally it writes
-the published rows to Parquet. The rules are ``DATA_CONTRACT.md``; where the
+the published rows to Parquet. The rules are ``docs/data-contract.md``; where the
 contract is silent, ``docs/data-contract-notes.md`` (``[n]`` below = its point n).
 
 Nearly everything runs in DuckDB SQL:

@@ -1,7 +1,7 @@
 """
 ### optasia_etl_pipeline
 
-Cleans one batch of subscriber and transaction files (DATA_CONTRACT.md), keeps
+Cleans one batch of subscriber and transaction files (docs/data-contract.md), keeps
 the subscriber store in PostgreSQL and publishes Parquet into HDFS, every 12 h.
 
 | stage | what it does | on failure |

@@ -4,7 +4,7 @@
         --subscribers 1000 --transactions 100000 --dirty-share 0.05 --seed 7
 
 writes ``DIR/<batch_id>/subscribers.csv`` and ``DIR/<batch_id>/transactions.csv``
-(headerless, UTF-8) following ``DATA_CONTRACT.md`` and
+(headerless, UTF-8) following ``docs/data-contract.md`` and
 ``docs/data-contract-notes.md``.  Same arguments => byte-identical files.
 Rows are streamed to disk: memory does not grow with the row count.
 

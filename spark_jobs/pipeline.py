@@ -143,7 +143,7 @@ def compute_metrics(sub_reasons: dict, merge_rows: list, fates_rows: list, trans
 
 
 def conservation_errors(m: dict) -> list[str]:
-    """The laws of DATA_CONTRACT.md; each broken one as a readable sentence."""
+    """The laws of docs/data-contract.md; each broken one as a readable sentence."""
     errors = []
     subs_right = (sum(m["subscribers_rejected"].values()) + m["subscribers_duplicate"]
                   + m["subscribers_inserted"] + m["subscribers_updated"] + m["subscribers_unchanged"])

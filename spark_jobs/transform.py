@@ -2,7 +2,7 @@
 
 Every function here takes DataFrames (and plain values) and returns
 DataFrames: no I/O, no session globals, so a test can feed a few rows.
-The rules are ``DATA_CONTRACT.md``; where it is silent,
+The rules are ``docs/data-contract.md``; where it is silent,
 ``docs/data-contract-notes.md`` says what we chose.
 """
 

@@ -35,7 +35,7 @@ WEBHDFS_SCRIPT = str(Path(__file__).with_name("webhdfs.sh"))
 INPUT_FILES = ("subscribers.csv", "transactions.csv")
 ARCHIVE = "_archive"
 
-# The published datasets' schema, DATA_CONTRACT.md "Outputs" (Spark's simple type strings).
+# The published datasets' schema, docs/data-contract.md "Outputs" (Spark's simple type strings).
 CONTRACT_SCHEMA = {
     "transactions": [["timestamp", "timestamp"], ["sub_row_key", "string"], ["sub_id", "string"],
                      ["amount", "decimal(18,4)"], ["channel", "string"], ["activation_date", "date"]],
@@ -382,7 +382,7 @@ def staged_run(s: dict, batch: str) -> tuple[int, dict]:
 
 
 def conservation_errors(m: dict) -> list[str]:
-    """DATA_CONTRACT.md's two laws, each broken one naming its numbers."""
+    """docs/data-contract.md's two laws, each broken one naming its numbers."""
     errors = []
     subs = (sum(m["subscribers_rejected"].values()) + m["subscribers_duplicate"] + m["subscribers_inserted"]
             + m["subscribers_updated"] + m["subscribers_unchanged"])

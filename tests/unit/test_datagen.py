@@ -2,7 +2,7 @@
 
 The generator's claims (which reason each dirty row gets, what is published,
 pending, expired) are checked against a small independent reading of
-``DATA_CONTRACT.md`` + ``docs/data-contract-notes.md`` written here in plain
+``docs/data-contract.md`` + ``docs/data-contract-notes.md`` written here in plain
 Python (``_Oracle``), not against the generator's own code.
 """
 

@@ -1,7 +1,7 @@
 """Tests of the DuckDB measuring stick ``benchmarks/duckdb_reference.py``.
 
 Small hand-written files in tmp dirs, one assertion per reject reason and per
-edge case of ``DATA_CONTRACT.md`` and ``docs/data-contract-notes.md`` (``[n]``
+edge case of ``docs/data-contract.md`` and ``docs/data-contract-notes.md`` (``[n]``
 = point n of the notes). One batch, empty store, empty pending table.
 """
 
