@@ -379,14 +379,15 @@ SELECT reason,{kept}
 FROM c GROUP BY ALL""")
 
 
-def _non_ascii_channels(con, allowed: Sequence[str]) -> tuple[str, int]:
+def _non_ascii_channels(con, allowed: Sequence[str], keep_records: bool = False) -> tuple[str, int]:
     """-> (SQL of the valid candidates ``micros, sub_id, amount, channel, n``, invalid_channel count).
 
     The distinct non-ASCII channel values (rare) are upper-cased by Python,
     i.e. full Unicode case mapping like Java's and Python's ``upper``
     (``ß`` -> ``SS``, ``ſ`` -> ``S``), not DuckDB's simple mapping.
     """
-    ascii_sql = "SELECT micros, sub_id, amount, channel, n FROM ref_tx_groups WHERE reason IS NULL AND ascii"
+    rec, rec_agg = (", kept_rec", ", min(kept_rec) AS kept_rec") if keep_records else ("", "")
+    ascii_sql = f"SELECT micros, sub_id, amount, channel, n{rec} FROM ref_tx_groups WHERE reason IS NULL AND ascii"
     others = con.execute("SELECT channel, sum(n) FROM ref_tx_groups WHERE reason IS NULL AND NOT ascii "
                          "GROUP BY channel").fetchall()
     if not others:
@@ -398,8 +399,8 @@ def _non_ascii_channels(con, allowed: Sequence[str]) -> tuple[str, int]:
         return ascii_sql, invalid
     cases = " ".join(f"WHEN {_sql_str(v)} THEN {_sql_str(u)}" for v, u in mapping)
     # mapped values may now equal other rows' keys: group again
-    return f"""SELECT micros, sub_id, amount, channel, sum(n) AS n FROM (
-    SELECT micros, sub_id, amount, CASE WHEN ascii THEN channel ELSE CASE channel {cases} END END AS channel, n
+    return f"""SELECT micros, sub_id, amount, channel, sum(n) AS n{rec_agg} FROM (
+    SELECT micros, sub_id, amount, CASE WHEN ascii THEN channel ELSE CASE channel {cases} END END AS channel, n{rec}
     FROM ref_tx_groups WHERE reason IS NULL
 ) WHERE channel IS NOT NULL GROUP BY micros, sub_id, amount, channel""", invalid
 
@@ -414,15 +415,13 @@ def _finish(con, allowed: Sequence[str], cutoff_micros: int, output_dir, ascii_f
     tx_rows = con.execute("SELECT reason, sum(n) FROM ref_tx_groups GROUP BY reason").fetchall()
     tx_reasons = {r: int(k) for r, k in tx_rows if r is not None}
     tx_input = sum(int(k) for _, k in tx_rows)
+    # equal work: the record a group keeps travels with it (pending rows, late rejects)
+    rec = ", kept_rec" if keep_records else ""
     if ascii_file:   # no non-ASCII channel can exist
-        valid_sql = "SELECT micros, sub_id, amount, channel, n FROM ref_tx_groups WHERE reason IS NULL"
+        valid_sql = f"SELECT micros, sub_id, amount, channel, n{rec} FROM ref_tx_groups WHERE reason IS NULL"
     else:
-        valid_sql, invalid = _non_ascii_channels(con, allowed)
+        valid_sql, invalid = _non_ascii_channels(con, allowed, keep_records)
         tx_reasons["invalid_channel"] = tx_reasons.get("invalid_channel", 0) + invalid
-    if keep_records:   # the record a group keeps travels with it (pending rows, late rejects)
-        valid_sql = valid_sql.replace(" n FROM ref_tx_groups", " n, kept_rec FROM ref_tx_groups").replace(
-            "sum(n) AS n FROM (", "sum(n) AS n, min(kept_rec) AS kept_rec FROM (").replace(
-            "END AS channel, n\n", "END AS channel, n, kept_rec\n")
 
     # Match with the store (= this batch's subscribers): unmatched -> expired
     # (strictly before the cutoff) or pending [14]; matched with an earlier UTC

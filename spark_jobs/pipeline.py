@@ -321,6 +321,8 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
                 "schema": schema, "metrics": metrics, "timings": timings.as_dict()},
                 indent=2, sort_keys=True) + "\n")
 
+        # Written before the apply, so a staged batch always has its file; written
+        # again after it with the apply's seconds (staging is not visible yet).
         write_metrics_file()
         with timings.step("store_load_apply", "loading and applying the store changes"):
             pending_kept = sum(n for o, st, _, n in fates_rows if o == "pending" and st == tr.PENDING)
