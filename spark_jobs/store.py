@@ -158,9 +158,7 @@ class Store:
         """COPY the batch's sub_ids for the store read: COPY text blocks of
         ``run_id<TAB>sub_id`` lines (valid sub_ids need no escaping)."""
         with self.conn.transaction():
-            with self.conn.cursor().copy("COPY etl_stage_keys (run_id, sub_id) FROM STDIN") as cp:
-                for block in blocks:
-                    cp.write(block)
+            _copy_text(self.conn.cursor(), "etl_stage_keys (run_id, sub_id)", blocks)
             self.conn.execute("ANALYZE etl_stage_keys")
             return self.conn.execute("SELECT count(*) FROM etl_stage_keys WHERE run_id = %s",
                                      (run_id,)).fetchone()[0]
@@ -348,6 +346,13 @@ class Store:
         return applied
 
 
+def _copy_text(cur: psycopg.Cursor, target: str, blocks: Iterable[bytes]):
+    """COPY ready-made COPY text blocks into ``target`` (``table (columns)``)."""
+    with cur.copy(f"COPY {target} FROM STDIN") as cp:
+        for block in blocks:
+            cp.write(block)
+
+
 @dataclass
 class StoreLoad:
     """A batch's rows for the stage tables, as iterables from the Spark driver.
@@ -365,12 +370,8 @@ class StoreLoad:
 
     def copy_into(self, conn: psycopg.Connection, run_id: int):
         cur = conn.cursor()
-        for table, cols, blocks in (
-                ("etl_stage_subscribers", "run_id, sub_id, activation_date", self.subscribers),
-                ("etl_stage_pending_removed", "run_id, pending_id, removed_as", self.pending_removed)):
-            with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
-                for block in blocks:
-                    cp.write(block)
+        _copy_text(cur, "etl_stage_subscribers (run_id, sub_id, activation_date)", self.subscribers)
+        _copy_text(cur, "etl_stage_pending_removed (run_id, pending_id, removed_as)", self.pending_removed)
         with cur.copy("COPY etl_stage_pending_new (run_id, ts, sub_id, amount, channel, record) "
                       "FROM STDIN") as cp:
             for row in self.pending_new:
