@@ -61,6 +61,11 @@ def parser() -> argparse.ArgumentParser:
     _common_db(sub.add_parser("db-init", help="apply the store's SQL migrations (idempotent)"))
     st = sub.add_parser("status", help="print the batches and their last runs as JSON")
     _common_db(st)
+    ca = sub.add_parser("class-archive", help="record the driver JVM's class archive (faster start-up; "
+                                              "spark_jobs/warmup.py); use it with OPTASIA_CLASS_ARCHIVE")
+    ca.add_argument("path")
+    ca.add_argument("--jdbc-jar", help="PostgreSQL JDBC jar (default: OPTASIA_JDBC_JAR or the bundle cache); "
+                                       "the job's runs must have the same one")
     return ap
 
 
@@ -113,6 +118,11 @@ def main(argv=None) -> int:
         if args.command == "status":
             print(json.dumps(_status(database_from(args.jdbc_url, args.db_user, args.db_password_file)),
                              indent=2, default=str))
+            return 0
+        if args.command == "class-archive":
+            from .warmup import record_archive
+
+            record_archive(args.path, master="local[2]", jdbc_jar=args.jdbc_jar)
             return 0
         cfg = _config(args)
         from . import pipeline

@@ -38,11 +38,30 @@ def find_jdbc_jar(explicit: str | None = None) -> str | None:
     return None
 
 
+# A class archive of the driver JVM (spark_jobs/warmup.py): path in this variable.
+CLASS_ARCHIVE_ENV = "OPTASIA_CLASS_ARCHIVE"
+# The JVM's CDS messages (e.g. "archive was created by a different build") stay
+# off the job's log: without a usable archive the JVM only starts slower.
+_CDS_QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
+
+
+def class_archive_options(use: str | None = None, record: str | None = None) -> str:
+    """Driver JVM options: map the class archive ``use`` (when the file exists),
+    or ``record`` one at exit. Empty when neither applies."""
+    if record:
+        return f"-XX:ArchiveClassesAtExit={record} {_CDS_QUIET}"
+    if use and os.path.isfile(use):
+        return f"-XX:SharedArchiveFile={use} {_CDS_QUIET}"
+    return ""
+
+
 def build_session(app_name: str = "optasia_etl", master: str | None = None,
                   jdbc_jar: str | None = None, shuffle_partitions: int = 8,
-                  driver_memory: str | None = None, extra_conf: dict | None = None) -> SparkSession:
+                  driver_memory: str | None = None, extra_conf: dict | None = None,
+                  class_archive_out: str | None = None) -> SparkSession:
     """A session with the job's settings. Under spark-submit, master and jars
-    given there win (getOrCreate reuses the running context)."""
+    given there win (getOrCreate reuses the running context), and so do its
+    JVM options: the class archive applies only when this call starts the JVM."""
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
@@ -54,6 +73,9 @@ def build_session(app_name: str = "optasia_etl", master: str | None = None,
         conf["spark.driver.extraClassPath"] = jar
     if driver_memory:
         conf["spark.driver.memory"] = driver_memory
+    java_opts = class_archive_options(os.environ.get(CLASS_ARCHIVE_ENV), class_archive_out)
+    if java_opts:
+        conf["spark.driver.extraJavaOptions"] = java_opts
     conf.update(extra_conf or {})
     for k, v in conf.items():
         builder = builder.config(k, v)

@@ -177,6 +177,29 @@ def test_spark_job_help(images):
     assert "db-init" in p.stdout and "run" in p.stdout, p.stdout
 
 
+CLASS_ARCHIVE_CHECK = """
+import os
+from spark_jobs.session import CLASS_ARCHIVE_ENV, build_session, class_archive_options
+opts = class_archive_options(os.environ[CLASS_ARCHIVE_ENV])
+assert opts, "no class archive at " + os.environ[CLASS_ARCHIVE_ENV]
+s = build_session(master="local[1]", extra_conf={
+    "spark.driver.extraJavaOptions": opts + " -Xlog:class+load=info:file=/tmp/classes.log"})
+assert s.range(10).count() == 10
+s.stop()
+lines = open("/tmp/classes.log").read().splitlines()
+print(len(lines), sum("shared objects file (top)" in line for line in lines))
+"""
+
+
+def test_spark_job_driver_maps_the_image_s_class_archive(images):
+    # The archive recorded at build time fits the image's JVM and class path:
+    # most of the driver's classes come from it ("top" = the dynamic archive).
+    p = run(["docker", "run", "--rm", "-e", "SPARK_LOCAL_IP=127.0.0.1", images["spark-job"], "python", "-c",
+             CLASS_ARCHIVE_CHECK], timeout=300)
+    loaded, archived = map(int, p.stdout.split()[-2:])
+    assert archived > 5000 and archived > loaded / 2, p.stdout + p.stderr[-2000:]
+
+
 def test_spark_job_runs_a_real_batch_against_postgres(images, sandbox, postgres):
     data = sandbox.dir / "data"
     (data / "landing").mkdir(parents=True)
