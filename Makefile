@@ -112,6 +112,11 @@ SIZES ?= 1000000,5000000
 bench-etl: deps jars ## Spark job vs a naive Spark job and DuckDB, same files (SIZES=1000000,5000000), a 2k batch, the step split; table in results/
 	$(PY) benchmarks/bench_etl.py --sizes $(SIZES) --small --results $(RESULTS)/bench-etl.md
 
+RUNS ?= 2
+.PHONY: bench-demo
+bench-demo: deps ## on the provisioned stack: `make demo` timed from trigger to published, per stage and job step (RUNS=2); table in results/
+	$(PY) benchmarks/bench_demo.py --transactions $(TRANSACTIONS) --runs $(RUNS) --results $(RESULTS)/bench-demo.md
+
 .PHONY: bench-up
 bench-up: deps ## DESTRUCTIVE: cold/warm/no-change `make up` times and idle memory; table in results/
 	$(PY) benchmarks/bench_up.py --results $(RESULTS)/bench-up.md
