@@ -85,6 +85,32 @@ class Store:
             what = f"run {holder[1]} of batch {holder[0]} (started {holder[2]:%Y-%m-%d %H:%M:%S %Z})" \
                 if holder else "another run"
             raise OrderError(f"{what} is in progress; batches run one at a time. Wait for it to end.")
+        self.end_orphaned_runs()
+
+    def end_orphaned_runs(self) -> list[int]:
+        """Runs still ``running`` while we hold the batch lock lost their process.
+
+        A run holds the lock from start to end and a run's apply sets it
+        ``staged`` in the same transaction, so a ``running`` row seen under
+        the lock is one whose process died (SIGKILL, out of memory, its
+        container removed) before applying anything: it ends as failed, and
+        its batch, when nothing of it is applied, too. Caller holds the lock.
+        """
+        with self.conn.transaction():
+            rows = self.conn.execute(
+                "UPDATE etl_batch_runs SET status = 'failed', finished_at = now(), error = "
+                "'the run''s process ended without finishing (killed, out of memory, or its container "
+                "removed); nothing of it was applied. Found by the next run that took the batch lock.' "
+                "WHERE status = 'running' RETURNING run_id, batch_id"
+            ).fetchall()
+            for _, batch_id in rows:
+                self.conn.execute(
+                    "UPDATE etl_batches SET status = 'failed', updated_at = now() "
+                    "WHERE batch_id = %s AND applied_run_id IS NULL AND status = 'new'", (batch_id,))
+        for run_id, batch_id in rows:
+            log.warning("run %s of batch %s was left running by a process that is gone; marked failed",
+                        run_id, batch_id)
+        return [r for r, _ in rows]
 
     def batch(self, batch_id: str):
         row = self.conn.execute(

@@ -395,6 +395,38 @@ def test_cli_runs_a_batch_and_reports_errors_with_exit_codes(job, store_db, area
     assert old.returncode == 5 and "is older than the latest batch" in old.stderr
 
 
+def test_a_killed_run_ends_as_failed_when_the_next_run_takes_the_lock(job, store_db, area, tmp_path):
+    import signal
+    import time
+
+    job.land("2024-03-01_a")
+    env = {**os.environ, "PYTHONPATH": ROOT, "OPTASIA_DB_USER": store_db.user,
+           "OPTASIA_DB_PASSWORD": store_db.password}
+    proc = subprocess.Popen([sys.executable, "-m", "spark_jobs", "run", "--batch-id", "2024-03-01_a",
+                             "--input-uri", area["landing"], "--warehouse-uri", area["warehouse"],
+                             "--jdbc-url", store_db.jdbc_url, "--master", "local[1]"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not job.sql("SELECT 1 FROM etl_batch_runs WHERE status = 'running'"):
+            assert proc.poll() is None and time.monotonic() < deadline, "the job never started its run"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)   # the job and its JVM, as the kernel's OOM killer would
+        proc.wait()
+    (killed,) = job.sql("SELECT run_id FROM etl_batch_runs WHERE status = 'running'")[0]
+    assert job.sql("SELECT status FROM etl_batches WHERE batch_id = '2024-03-01_a'") == [("new",)]
+
+    result = job.run("2024-03-01_a")
+    assert result.metrics == A_METRICS
+    (status, error), = job.sql("SELECT status, error FROM etl_batch_runs WHERE run_id = %s", killed)
+    assert status == "failed" and "process ended without finishing" in error
+    assert job.sql("SELECT run_id, status FROM etl_batch_runs ORDER BY run_id") == [
+        (killed, "failed"), (result.run_id, "published")]
+    assert job.sql("SELECT status, published_run_id FROM etl_batches") == [("published", result.run_id)]
+
+
 def test_migrations_are_idempotent_and_guard_edits(store_db, monkeypatch):
     from spark_jobs import migrations
 
