@@ -85,6 +85,36 @@ logs: ## follow a service's logs: make logs SERVICE=namenode (postgres, namenode
 	    exec docker compose --project-directory $$p logs --tail 200 -f $(SERVICE); fi; done; \
 	  echo "no service '$(SERVICE)'; try: make logs SERVICE=namenode" >&2; exit 1
 
+.PHONY: restart
+restart: ## restart a service and wait until healthy: make restart SERVICE=airflow-scheduler (default: every service)
+	@python3 scripts/stack.py restart $(SERVICE)
+
+.PHONY: shell
+shell: ## a shell in a running service: make shell SERVICE=namenode (CMD="hdfs dfs -ls /" runs one command)
+	@test -n "$(SERVICE)" || { echo "which service? e.g. make shell SERVICE=namenode; make services lists them" >&2; exit 2; }
+	@python3 scripts/stack.py shell $(SERVICE) $(CMD)
+
+.PHONY: services
+services: ## the services of both compose projects
+	@python3 scripts/stack.py services
+
+.PHONY: airflow
+airflow: ## the Airflow CLI inside the stack: make airflow ARGS="dags list"
+	@python3 scripts/stack.py airflow $(ARGS)
+
+.PHONY: parse
+parse: ## import the deployed DAGs as the DAG processor does; non-zero exit on any import error
+	@python3 scripts/stack.py parse
+
+LIMIT ?= 10
+.PHONY: status
+status: ## the last batches from the store: state, counts, duration (LIMIT=10)
+	@python3 scripts/stack.py status --limit $(LIMIT)
+
+.PHONY: flower
+flower: ## Celery's Flower UI on 127.0.0.1:5555 (opt-in service; STOP=1 removes it)
+	@python3 scripts/stack.py flower $(if $(STOP),--stop,)
+
 .PHONY: lint
 lint: deps ## ansible-lint (production profile) and yamllint
 	$(VENV)/bin/yamllint -s .

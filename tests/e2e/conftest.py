@@ -65,7 +65,7 @@ class Stack:
         t0 = time.monotonic()
         p = run([str(BIN / "ansible-playbook"), playbook, "-e", json.dumps(EXTRA_VARS), *extra],
                 env={"ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0", "OPTASIA_HOME": self.home})
-        self.runs.append((playbook, time.monotonic() - t0, recap(p.stdout)))
+        self.runs.append((playbook, time.monotonic() - t0, recap(p.stdout), p.stdout))
         return p
 
     def compose(self, *args, input=None, check=True):

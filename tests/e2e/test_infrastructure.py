@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import uuid
 
@@ -58,6 +59,15 @@ def test_second_run_changes_nothing(stack):
     stack.playbook()
     totals = stack.runs[-1][2]
     assert totals.get("changed") == 0 and totals.get("failed") == 0, totals
+
+
+def test_make_up_shows_each_step_with_its_time_and_the_build_logs(stack):
+    out = stack.runs[0][3]
+    # profile_tasks: a clock line under each task header, with the previous task's seconds and the total
+    assert len(re.findall(r"\(\d+:\d\d:\d\d\.\d+\)\s+\d+:\d\d:\d\d\.\d+ \*+", out)) > 50, out[-3000:]
+    assert re.search(r"Playbook run took \d+ days, \d+ hours, \d+ minutes, \d+ seconds", out), out[-2000:]
+    # the long image build names the logs to follow while it runs
+    assert f"tail -f {stack.home}/build/*.build.log" in out
 
 
 def test_data_survives_down_and_up(stack):
