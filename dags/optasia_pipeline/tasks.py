@@ -54,10 +54,16 @@ FINAL_EXIT_CODES = {2: "configuration error", 4: "contract failure", 5: "order o
 def settings() -> dict:
     from airflow.sdk import Variable
 
+    # A missing Variable is a setup error, not a transient one: fail at once with
+    # what to do (the task SDK raises AirflowRuntimeError VARIABLE_NOT_FOUND
+    # unless a default is given; older Airflow raised KeyError).
     try:
-        value = Variable.get(SETTINGS_VARIABLE, deserialize_json=True)
+        value = Variable.get(SETTINGS_VARIABLE, default=None, deserialize_json=True)
     except KeyError:
-        raise AirflowFailException(f"Airflow Variable {SETTINGS_VARIABLE} is missing: run `make up`") from None
+        value = None
+    if value is None:
+        raise AirflowFailException(f"Airflow Variable {SETTINGS_VARIABLE} is missing: run `make up` "
+                                   "(it writes the Variable and the Connections from the inventory)")
     return value
 
 

@@ -8,7 +8,11 @@ import json
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import run
+
+pytestmark = pytest.mark.e2e
 
 
 def make(stack, *args, check=True, timeout=900):
