@@ -116,9 +116,12 @@ flower: ## Celery's Flower UI on 127.0.0.1:5555 (opt-in service; STOP=1 removes 
 	@python3 scripts/stack.py flower $(if $(STOP),--stop,)
 
 .PHONY: lint
-lint: deps ## ansible-lint (production profile) and yamllint
+lint: deps ## ansible-lint (production profile), yamllint, ruff (Python) and shellcheck (every shell script)
 	$(VENV)/bin/yamllint -s .
 	$(VENV)/bin/ansible-lint --profile production site.yml ansible/teardown.yml
+	$(VENV)/bin/ruff check .
+	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
+	shellcheck -x -P SCRIPTDIR $$(git ls-files | while read -r f; do head -n1 "$$f" 2>/dev/null | grep -qE '^#!.*\b(ba)?sh\b' && echo "$$f"; done)
 
 .PHONY: data
 data: deps ## generate one batch: make data BATCH=2024-03-01_a LANDING=/tmp/landing TRANSACTIONS=100000

@@ -254,7 +254,8 @@ class Bench:
 
     def table(self) -> str:
         by = {(r["label"], r["n"]): r for r in self.rows}
-        lines = ["| transactions | run | input rows | seconds | rows/s | peak RSS MiB | vs naive | vs DuckDB equal work |",
+        lines = ["| transactions | run | input rows | seconds | rows/s | peak RSS MiB | vs naive "
+                 "| vs DuckDB equal work |",
                  "|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             naive, duck = by.get(("naive", r["n"])), by.get(("duckdb-equal", r["n"]))

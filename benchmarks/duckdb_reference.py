@@ -426,8 +426,9 @@ def _finish(con, allowed: Sequence[str], cutoff_micros: int, output_dir, ascii_f
     # Match with the store (= this batch's subscribers): unmatched -> expired
     # (strictly before the cutoff) or pending [14]; matched with an earlier UTC
     # calendar date than the activation -> before_activation [15]; else published.
+    kept = " g.kept_rec," if keep_records else ""
     fate_sql = f"""
-SELECT g.micros, g.sub_id, g.amount, g.channel, g.n, s.activation_date, s.row_key,{" g.kept_rec," if keep_records else ""}
+SELECT g.micros, g.sub_id, g.amount, g.channel, g.n, s.activation_date, s.row_key,{kept}
     CASE WHEN s.sub_id IS NULL THEN
              CASE WHEN g.micros < {cutoff_micros} THEN 'unmatched_expired' ELSE 'pending' END
          WHEN CAST(make_timestamp(g.micros) AS DATE) < s.activation_date THEN 'before_activation'

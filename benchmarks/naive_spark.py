@@ -58,7 +58,8 @@ def main(argv=None) -> int:
                           ignoreLeadingWhiteSpace=True, ignoreTrailingWhiteSpace=True)
            .where(F.col("ts").rlike(TIMESTAMP) & F.col("sub_id").rlike(SUB_ID)
                   & F.col("amount").rlike(AMOUNT) & F.upper("channel").isin(CHANNELS))
-           .select(F.try_to_timestamp(F.regexp_replace("ts", " ", "T"), F.lit("yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]")).alias("timestamp"), "sub_id",
+           .select(F.try_to_timestamp(F.regexp_replace("ts", " ", "T"),
+                                      F.lit("yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]")).alias("timestamp"), "sub_id",
                    F.col("amount").try_cast("decimal(18,4)").alias("amount"),
                    F.upper("channel").alias("channel"))
            .where(F.col("timestamp").isNotNull() & (F.col("amount") > 0))

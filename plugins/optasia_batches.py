@@ -194,7 +194,8 @@ PAGE = """<!doctype html>
  .charts { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; margin-bottom: 20px; }
  .chart { border: 1px solid #e4e7eb; border-radius: 6px; padding: 8px; height: 280px; }
  table { border-collapse: collapse; width: 100%; } th, td { padding: 4px 8px; border-bottom: 1px solid #e4e7eb; }
- th { text-align: left; background: #f5f7fa; } td:first-child { white-space: nowrap; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+ th { text-align: left; background: #f5f7fa; } td:first-child { white-space: nowrap; }
+ td.n { text-align: right; font-variant-numeric: tabular-nums; }
  .state-published { color: #0f7b3d; } .state-failed, .state-staged { color: #b42318; } .err { color: #b42318; }
 </style></head>
 <body>

@@ -142,9 +142,9 @@ cleanup() {
     local m
     # debootstrap mounts proc/sys inside the target; never rm -rf through a mount.
     if [ -d "$ROOTFS" ]; then
-        for m in $(awk -v r="$ROOTFS" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r); do
+        while read -r m; do
             umount -l "$m" 2>/dev/null || true
-        done
+        done < <(awk -v r="$ROOTFS" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r)
     fi
     rm -rf --one-file-system "$WORK"
 }

@@ -133,7 +133,7 @@ stage_wheels() {  # target dest_dir
     [ -f "$dir/requirements.txt" ] || die "[$target] $dir has no requirements.txt" \
         "the wheel cache looks incomplete: run 'bash scripts/fetch-wheels.sh --force $target'"
     mkdir -p "$dest"
-    for f in $(sed -n 's/.*# file: //p' "$dir/requirements.txt"); do files+=("$dir/$f"); done
+    while read -r f; do files+=("$dir/$f"); done < <(sed -n 's/.*# file: //p' "$dir/requirements.txt")
     link_or_copy "${files[@]}" "$dir/requirements.txt" "$dest/"
 }
 
@@ -281,13 +281,13 @@ build_one() {
     if [ "${OPTASIA_KEEP_OLD_IMAGES:-0}" != 1 ]; then
         local old
         for old in $(docker images "$repo" --format '{{.Repository}}:{{.Tag}}' | grep -E ":$major-[0-9a-f]{12}\$" | grep -v -x -F "$tag" || true); do
-            docker rmi "$old" >/dev/null 2>&1 && say "[$image] removed the previous build's tag $old" || true
+            if docker rmi "$old" >/dev/null 2>&1; then say "[$image] removed the previous build's tag $old"; fi
         done
         # Multi-stage images (airflow, sparkjob) leave their build stage as an
         # untagged image labelled optasia.build-stage: the newest is the next
         # build's layer cache, older ones are dead weight.
         for old in $(docker images -q --filter dangling=true --filter "label=optasia.build-stage=$image" | tail -n +2); do
-            docker rmi "$old" >/dev/null 2>&1 && say "[$image] removed an older build stage ($old)" || true
+            if docker rmi "$old" >/dev/null 2>&1; then say "[$image] removed an older build stage ($old)"; fi
         done
     fi
     RESULTS+=("image $tag built")

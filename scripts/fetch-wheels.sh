@@ -108,9 +108,9 @@ complete_ok() {  # target: marker matches the lock and every manifest file is th
     dir="$(target_dir "$t")"; lock="$(target_lock "$t")"
     [ -f "$lock" ] && [ -f "$dir/.complete" ] && [ -f "$dir/requirements.txt" ] || return 1
     [ "$(cat "$dir/.complete")" = "$(sha256sum <"$lock" | cut -d' ' -f1)" ] || return 1
-    for f in $(sed -n 's/.*# file: //p' "$dir/requirements.txt"); do
+    while read -r f; do
         [ -s "$dir/$f" ] || return 1
-    done
+    done < <(sed -n 's/.*# file: //p' "$dir/requirements.txt")
 }
 
 if [ "$MODE" = check ]; then
@@ -123,8 +123,10 @@ if [ "$MODE" = check ]; then
 fi
 
 command -v "$PYTHON" >/dev/null 2>&1 || die "no host Python ('$PYTHON') found" "install python3 (and python3-venv), or set PYTHON=/path/to/python3"
-mkdir -p "$OPTASIA_CACHE/wheels" 2>/dev/null && [ -w "$OPTASIA_CACHE/wheels" ] || die "cannot write to $OPTASIA_CACHE/wheels" \
-    "run as a user that may write there, or set OPTASIA_CACHE (or OPTASIA_HOME) to a writable directory"
+if ! { mkdir -p "$OPTASIA_CACHE/wheels" 2>/dev/null && [ -w "$OPTASIA_CACHE/wheels" ]; }; then
+    die "cannot write to $OPTASIA_CACHE/wheels" \
+        "run as a user that may write there, or set OPTASIA_CACHE (or OPTASIA_HOME) to a writable directory"
+fi
 # pip: the interpreter's own, else (Debian's python3 comes without pip) a venv of ours.
 if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
     PIP_VENV="$OPTASIA_CACHE/tools/pip-venv"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -182,9 +181,9 @@ def cmd_status(limit: int) -> int:
         say("no batches in the store yet; `make demo` runs one")
         return 0
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(STATUS_COLUMNS)]
-    say("  ".join(c.ljust(w) for c, w in zip(STATUS_COLUMNS, widths)).rstrip())
+    say("  ".join(c.ljust(w) for c, w in zip(STATUS_COLUMNS, widths, strict=True)).rstrip())
     for r in rows:
-        say("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        say("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 

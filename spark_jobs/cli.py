@@ -13,8 +13,7 @@ import logging
 import sys
 import time
 
-from .config import (DEFAULT_CHANNELS, ConfigError, EtlError, JobConfig, database_from,
-                     parse_channels)
+from .config import DEFAULT_CHANNELS, EtlError, JobConfig, database_from, parse_channels
 
 
 def _common_db(p: argparse.ArgumentParser):

@@ -341,7 +341,8 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
                                        .otherwise(F.col("status")))))
             new_pending = fates.where((F.col("origin") == "new") & (F.col("status") == tr.PENDING)).select(
                 # text with an explicit zone: no Python or PostgreSQL time zone plays a part
-                F.concat(F.date_format("timestamp", "yyyy-MM-dd HH:mm:ss.SSSSSS"), F.lit("+00")), "sub_id", F.col("amount").cast("string"), "channel", F.to_json("record"))
+                F.concat(F.date_format("timestamp", "yyyy-MM-dd HH:mm:ss.SSSSSS"), F.lit("+00")), "sub_id",
+                F.col("amount").cast("string"), "channel", F.to_json("record"))
             load = StoreLoad(subscribers=_copy_blocks(changes, r), pending_removed=_copy_blocks(removed, r),
                              pending_new=[tuple(row) for row in new_pending.collect()])
             store.apply_run(cfg.batch_id, plan, expected, metrics, load)

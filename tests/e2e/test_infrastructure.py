@@ -38,8 +38,8 @@ def test_ports_bind_to_loopback_only(stack):
 
 def test_hdfs_folders_exist_with_owner(stack):
     listing = stack.hdfs("-ls", "-d", "/optasia/landing", "/optasia/raw", "/optasia/staging", "/optasia/warehouse")
-    lines = [l for l in listing.splitlines() if l.startswith("d")]
-    assert len(lines) == 4 and all(" optasia supergroup " in l for l in lines), listing
+    lines = [ln for ln in listing.splitlines() if ln.startswith("d")]
+    assert len(lines) == 4 and all(" optasia supergroup " in ln for ln in lines), listing
 
 
 def test_write_a_file_into_hdfs_and_a_row_into_postgres(stack):

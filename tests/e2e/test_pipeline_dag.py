@@ -179,7 +179,8 @@ if dag is not None:
         "tasks": {t.task_id: {
             "upstream": sorted(t.upstream_task_ids), "downstream": sorted(t.downstream_task_ids),
             "retries": t.retries, "backoff": t.retry_exponential_backoff,
-            "retry_delay": t.retry_delay.total_seconds(), "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
+            "retry_delay": t.retry_delay.total_seconds(),
+            "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
             "depends_on_past": t.depends_on_past, "classes": [c.__name__ for c in type(t).__mro__],
             "inlets": [getattr(a, "uri", str(a)) for a in t.inlets],
             "outlets": [getattr(a, "uri", str(a)) for a in t.outlets],
@@ -198,7 +199,8 @@ if dag is not None:
         except AirflowFailException as exc:
             return "refused: " + str(exc)
     utc = dt.timezone.utc
-    out["batch_ids"] = [bid(dt.datetime(2024, 3, 1, 0, 0, tzinfo=utc)), bid(dt.datetime(2024, 3, 1, 11, 59, 59, tzinfo=utc)),
+    out["batch_ids"] = [bid(dt.datetime(2024, 3, 1, 0, 0, tzinfo=utc)),
+                        bid(dt.datetime(2024, 3, 1, 11, 59, 59, tzinfo=utc)),
                         bid(dt.datetime(2024, 3, 1, 12, 0, tzinfo=utc)),
                         bid(dt.datetime(2024, 3, 1, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=3)))),
                         bid(dt.datetime(2024, 3, 1, 5, 0, tzinfo=utc), {"batch_id": "2023-12-31_b"}),
@@ -243,7 +245,7 @@ def test_the_dag_has_the_stages_in_order_with_their_policies(dag_file):
     assert d["owner"] == "optasia" and "optasia" in d["tags"] and d["doc"]
     t = d["tasks"]
     assert sorted(t) == sorted(STAGES)
-    for up, down in zip(STAGES[1:-1], STAGES[2:-1]):
+    for up, down in zip(STAGES[1:-1], STAGES[2:-1], strict=False):
         assert t[up]["downstream"] == [down] and t[down]["upstream"] == [up]
     assert t["check_infrastructure"]["downstream"] == ["batch_id", "cleanup"]
     assert t["cleanup"]["upstream"] == ["check_infrastructure", "hdfs_storage"]

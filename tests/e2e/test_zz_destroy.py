@@ -17,7 +17,8 @@ def test_destroy_leaves_nothing(stack):
     from tests.e2e.conftest import EXTRA_VARS
 
     run(["make", "destroy", "FORCE=1", f"ANSIBLE_ARGS=-e '{json.dumps(EXTRA_VARS)}'"], env={"OPTASIA_HOME": stack.home})
-    assert run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=optasia-infrastructure"]).stdout == ""
+    infra = "label=com.docker.compose.project=optasia-infrastructure"
+    assert run(["docker", "ps", "-aq", "--filter", infra]).stdout == ""
     assert run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=optasia-airflow"]).stdout == ""
     volumes = run(["docker", "volume", "ls", "-q"]).stdout.split()
     assert not [v for v in volumes if v.startswith("optasia-")], volumes

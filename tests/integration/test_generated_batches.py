@@ -46,7 +46,7 @@ def test_generated_batches_agree_with_the_generator(spark_hdfs, hdfs, store_db, 
     hdfs.dfs("-put", *[str(local / b) for b in BATCHES], f"{base}/raw/")
 
     pending = 0
-    for batch, s in zip(BATCHES, summaries):
+    for batch, s in zip(BATCHES, summaries, strict=True):
         cfg = JobConfig(batch_id=batch, input_uri=f"{base}/raw", warehouse_uri=f"{base}/warehouse",
                         database=store_db)
         m = pipeline.run_batch(spark, cfg).metrics

@@ -243,7 +243,8 @@ def test_namenode_restart_does_not_reformat(deployment):
     docker("restart", d.nn)
     MEASURED["namenode_restart_healthy_s"] = round(wait_healthy(d.nn, t0), 1)
     version_after = docker("exec", d.nn, "cat", "/hadoop/dfs/name/current/VERSION").stdout
-    ids = lambda v: sorted(line for line in v.splitlines() if line.split("=")[0] in ("namespaceID", "clusterID", "blockpoolID", "cTime"))  # noqa: E731
+    keys = ("namespaceID", "clusterID", "blockpoolID", "cTime")
+    ids = lambda v: sorted(line for line in v.splitlines() if line.split("=")[0] in keys)  # noqa: E731
     assert ids(version_after) == ids(version_before)
     logs = docker("logs", d.nn).stderr + docker("logs", d.nn).stdout
     assert logs.count("formatting the NameNode") == 1, "formatted more than once"
@@ -257,7 +258,8 @@ def test_postgres_login_role_writes_a_row(deployment):
     d = deployment
     d.psql_in_container("store", "CREATE TABLE IF NOT EXISTS imgtest (id int PRIMARY KEY, note text)")
     d.psql_in_container("store", "INSERT INTO imgtest VALUES (1, 'via scram on loopback')")
-    assert d.psql_in_container("store", "SELECT note FROM imgtest WHERE id = 1").stdout.strip() == "via scram on loopback"
+    note = d.psql_in_container("store", "SELECT note FROM imgtest WHERE id = 1").stdout.strip()
+    assert note == "via scram on loopback"
     # Over the docker network from another container, with the password: allowed.
     remote = docker("run", "--rm", "--network", d.net, "-v", f"{d.secrets_dir}:/run/secrets:ro",
                     d.tags["postgres"], "bash", "-c",
@@ -271,7 +273,8 @@ def test_postgres_login_role_writes_a_row(deployment):
     cross = d.psql_in_container("airflow", "SELECT 1", check=True)  # own database: fine
     assert cross.stdout.strip() == "1"
     other = docker("exec", d.pg, "bash", "-c",
-                   'PGPASSWORD="$(cat /run/secrets/airflow_password)" psql -X -h 127.0.0.1 -U airflow -d store -c "SELECT 1"',
+                   'PGPASSWORD="$(cat /run/secrets/airflow_password)" '
+                   'psql -X -h 127.0.0.1 -U airflow -d store -c "SELECT 1"',
                    check=False)
     assert other.returncode != 0 and "permission denied for database" in other.stderr
     # The server runs as postgres (PID 1 after the entrypoint's exec).
@@ -295,7 +298,8 @@ def test_postgres_restart_keeps_data_and_reprovisions(deployment):
     logs = docker("logs", d.pg).stderr
     assert logs.count("initialising a new cluster") == 1
     assert "existing cluster" in logs
-    assert d.psql_in_container("store", "SELECT note FROM imgtest WHERE id = 1").stdout.strip() == "via scram on loopback"
+    note = d.psql_in_container("store", "SELECT note FROM imgtest WHERE id = 1").stdout.strip()
+    assert note == "via scram on loopback"
 
 
 def test_idle_memory(deployment):

@@ -202,12 +202,14 @@ def test_three_batches_end_to_end_on_hdfs(job):
         (ts(2024, 1, 20), "S2_20240115", "S2", Decimal("3.0000"), "USSD", dt.date(2024, 1, 15)),
         (ts(2024, 2, 29, 11), "S3_20240201", "S3", Decimal("5.0000"), "APP", dt.date(2024, 2, 1)),
     ]
-    rejects_b = [(r["source"], r["reason"], tuple(r["record"])) for r in job.published("2024-03-01_b", "rejects").collect()]
+    rejects_b = [(r["source"], r["reason"], tuple(r["record"]))
+                 for r in job.published("2024-03-01_b", "rejects").collect()]
     assert rejects_b == [("pending", "before_activation", ("2024-02-28T09:00:00.5-01:00", "S7", "2.25", "web"))]
 
     c = job.run("2024-03-10_a")
     assert c.metrics == C_METRICS
-    rejects_c = sorted((r["source"], r["reason"], r["record"][1]) for r in job.published("2024-03-10_a", "rejects").collect())
+    rejects_c = sorted((r["source"], r["reason"], r["record"][1])
+                       for r in job.published("2024-03-10_a", "rejects").collect())
     assert rejects_c == [("pending", "unmatched_expired", "S8"), ("pending", "unmatched_expired", "S9")]
     subs, pend = job.state()
     assert [(s[0], s[1], s[3]) for s in subs] == [

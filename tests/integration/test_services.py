@@ -80,7 +80,7 @@ def test_hdfs_shell_round_trip(hdfs_cluster, tmp_path):
 
     listing = hdfs_cluster.dfs("-ls", f"{base}/landing")
     assert f"{base}/landing/subscribers.csv" in listing
-    line = next(l for l in listing.splitlines() if l.endswith("subscribers.csv"))
+    line = next(ln for ln in listing.splitlines() if ln.endswith("subscribers.csv"))
     assert line.split()[4] == str(len(payload.encode()))  # size column
     assert line.split()[1] == "1"  # replication factor
 

@@ -1,7 +1,8 @@
-"""The Ansible and YAML code is lint-clean (ansible-lint production profile, yamllint strict)."""
+"""The code is lint-clean: ansible-lint (production profile), yamllint (strict), ruff, shellcheck."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,3 +25,30 @@ def test_ansible_lint_production_profile():
     p = run(str(BIN / "ansible-lint"), "--profile", "production", "--nocolor", "site.yml", "ansible/teardown.yml")
     assert p.returncode == 0, (p.stdout + p.stderr)[-5000:]
     assert "Profile 'production' was required, and it passed" in p.stdout + p.stderr
+
+
+def test_ruff_finds_nothing_in_the_python():
+    p = run(str(BIN / "ruff"), "check", "--no-cache", ".")
+    assert p.returncode == 0, (p.stdout + p.stderr)[-5000:]
+
+
+def shell_scripts() -> list[str]:
+    """Every tracked file that starts with a sh/bash shebang (extension or not)."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    found = []
+    for name in files.splitlines():
+        try:
+            with open(ROOT / name, "rb") as f:
+                first = f.readline(200)
+        except OSError:
+            continue
+        if re.match(rb"#!.*\b(ba)?sh\b", first):
+            found.append(name)
+    return found
+
+
+def test_shellcheck_finds_nothing_in_the_shell_scripts():
+    scripts = shell_scripts()
+    assert ".ci/run" in scripts and "scripts/build-images.sh" in scripts, scripts
+    p = run("shellcheck", "-x", "-P", "SCRIPTDIR", "-f", "gcc", *scripts)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-5000:]

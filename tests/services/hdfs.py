@@ -244,7 +244,7 @@ class HdfsCluster:
         atexit.register(self.stop)
         try:
             last_error: Exception | None = None
-            for attempt in range(3):
+            for _attempt in range(3):
                 self._allocate_ports()
                 self._write_config()
                 try:

@@ -257,7 +257,7 @@ class PostgresServer:
         atexit.register(self.stop)
         try:
             self._initdb()
-            for attempt in range(3):
+            for _attempt in range(3):
                 self.port = free_port()
                 self._write_conf()
                 if self._start_postmaster():

@@ -168,7 +168,8 @@ def test_bom_at_start_of_file_is_removed(tmp_path):
 
 
 def test_bom_at_start_of_a_later_line_is_removed(tmp_path):
-    m = run(tmp_path, "S2,2024-01-01\n\ufeffS1,2024-01-01\n", GOOD_TX + "\n\ufeff" + GOOD_TX.replace("10.50", "3") + "\n")
+    m = run(tmp_path, "S2,2024-01-01\n\ufeffS1,2024-01-01\n",
+            GOOD_TX + "\n\ufeff" + GOOD_TX.replace("10.50", "3") + "\n")
     assert (m["subscribers_inserted"], m["published"]) == (2, 2)
 
 

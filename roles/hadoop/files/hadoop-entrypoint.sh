@@ -113,6 +113,7 @@ fi
 # --- HTTP GET without curl (bash /dev/tcp) ----------------------------------------
 http_get() {  # host port path [timeout] -> body on stdout
     local out
+    # shellcheck disable=SC2016  # $0, $1, ... expand in the inner shell, from its arguments
     out="$(timeout "${4:-5}" bash -c '
         exec 3<>"/dev/tcp/$0/$1" || exit 1
         printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$2" "$0" >&3

@@ -166,8 +166,9 @@ build_sql() {
     fi
     for spec in ${OPTASIA_DATABASES:-}; do
         IFS=: read -r db user file <<<"$spec"
-        [ -n "$db" ] && [ -n "$user" ] && [ -n "$file" ] \
-            || die "OPTASIA_DATABASES entry '$spec' is not db:user:password_file"
+        if [ -z "$db" ] || [ -z "$user" ] || [ -z "$file" ]; then
+            die "OPTASIA_DATABASES entry '$spec' is not db:user:password_file"
+        fi
         [[ "$db" =~ $NAME_RE ]] || die "database name '$db' must match $NAME_RE"
         [[ "$user" =~ $NAME_RE ]] || die "role name '$user' must match $NAME_RE"
         [ "$user" != "$PG_USER" ] || die "OPTASIA_DATABASES: role '$user' is the superuser; use POSTGRES_SUPERUSER_PASSWORD_FILE"
@@ -183,7 +184,7 @@ EOF
             echo "REVOKE CONNECT, TEMPORARY ON DATABASE \"$db\" FROM PUBLIC;"
             echo "GRANT CONNECT, TEMPORARY ON DATABASE \"$db\" TO \"$user\";"
         fi
-        echo "\\echo ensured database $db owned by login role $user (password from $file)"
+        printf '%s\n' "\\echo ensured database $db owned by login role $user (password from $file)"
     done
 }
 
