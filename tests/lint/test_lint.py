@@ -52,3 +52,11 @@ def test_shellcheck_finds_nothing_in_the_shell_scripts():
     assert ".ci/run" in scripts and "scripts/build-images.sh" in scripts, scripts
     p = run("shellcheck", "-x", "-P", "SCRIPTDIR", "-f", "gcc", *scripts)
     assert p.returncode == 0, (p.stdout + p.stderr)[-5000:]
+
+
+def test_every_role_has_a_readme_whose_variables_match_its_defaults():
+    p = run(sys.executable, "scripts/role_docs.py", "--check")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for role in (ROOT / "roles").iterdir():
+        text = (role / "README.md").read_text()
+        assert "## Example play" in text and "```yaml" in text, role.name
