@@ -166,7 +166,7 @@ STATUS_COLUMNS = ("batch", "state", "run", "run state", "started (UTC)", "second
 
 def store_query(sql: str) -> list[list[str]]:
     s = spec()
-    db = spec()["connections"][s["variables"]["optasia_pipeline"]["store_conn_id"]]["schema"]
+    db = s["connections"][s["variables"]["optasia_pipeline"]["store_conn_id"]]["schema"]
     infra = projects()[0]
     p = compose(infra, "exec", "-T", "-u", "postgres", "postgres", "psql", "-d", db, "-X", "-tA", "-F", "\t",
                 "-v", "ON_ERROR_STOP=1", "-c", sql, capture_output=True, text=True)

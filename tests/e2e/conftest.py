@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,3 +164,24 @@ def mailbox(stack, tmp_path_factory):
          "python", "-m", "aiosmtpd", "-n", "-l", "0.0.0.0:1025", "-c", "aiosmtpd.handlers.Mailbox", "/mail/box"])
     yield Mailbox(maildir)
     run(["docker", "rm", "-f", SMTP_CONTAINER], check=False)
+
+
+@contextmanager
+def logged_in_page(stack, height=900):
+    """A page of Debian's headless chromium, logged into the Airflow UI as admin."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": height})
+            page.goto(stack.airflow_api() + "/", wait_until="networkidle", timeout=60000)
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", stack.secret("airflow_admin_password"))
+            page.keyboard.press("Enter")
+            page.wait_for_url(lambda url: "/login" not in url, timeout=60000)
+            yield page
+        finally:
+            browser.close()

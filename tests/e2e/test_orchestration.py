@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import SMTP_CONTAINER, api
+from tests.e2e.conftest import SMTP_CONTAINER, api, logged_in_page
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = Path(os.environ.get("OPTASIA_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "results"))
@@ -82,24 +82,10 @@ def test_a_test_email_reaches_a_real_smtp_server(stack, token, mailbox):
 
 
 def test_a_real_browser_logs_into_the_ui(stack):
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "airflow-ui.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(stack.airflow_api() + "/", wait_until="networkidle", timeout=60000)
-            page.fill("input[name=username]", "admin")
-            page.fill("input[name=password]", stack.secret("airflow_admin_password"))
-            page.keyboard.press("Enter")
-            page.wait_for_url(lambda url: "/login" not in url, timeout=60000)
-            page.goto(stack.airflow_api() + "/dags", wait_until="networkidle", timeout=60000)
-            page.get_by_text("optasia_etl_pipeline").first.wait_for(timeout=60000)
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with logged_in_page(stack) as page:
+        page.goto(stack.airflow_api() + "/dags", wait_until="networkidle", timeout=60000)
+        page.get_by_text("optasia_etl_pipeline").first.wait_for(timeout=60000)
+        page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import run
+from tests.e2e.conftest import logged_in_page, run
 
 pytestmark = pytest.mark.e2e
 
@@ -58,11 +58,7 @@ def test_make_status_shows_the_batches_from_the_store(stack):
     assert lines[0].split()[:3] == ["batch", "state", "run"], out
     rows = {ln.split()[0]: ln.split() for ln in lines[1:]}
     # What the store says, asked directly: every published batch is listed with its count.
-    db = run(["docker", "compose", "-p", "optasia-infrastructure", "exec", "-T", "-u", "postgres", "postgres",
-              "psql", "-d", "optasia", "-tA", "-F", " ", "-c",
-              "SELECT b.batch_id, (r.metrics->>'published') FROM etl_batches b JOIN etl_batch_runs r "
-              "ON r.run_id = b.published_run_id WHERE b.status = 'published' ORDER BY 1 DESC LIMIT 50"]).stdout
-    published = dict(line.split() for line in db.splitlines() if line.strip())
+    published = _published_batches()
     assert published, "the DAG tests left no published batch"
     for batch, n in published.items():
         assert batch in rows and rows[batch][1] == "published" and n in rows[batch], (batch, rows.get(batch))
@@ -108,8 +104,6 @@ def test_the_batches_page_needs_a_login(stack):
 
 
 def test_the_batches_page_lists_the_batches_with_charts(stack, token):
-    from playwright.sync_api import sync_playwright
-
     from tests.e2e.test_orchestration import ARTIFACTS
 
     published = _published_batches()
@@ -126,29 +120,17 @@ def test_the_batches_page_lists_the_batches_with_charts(stack, token):
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "batches-page.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(stack.airflow_api() + "/", wait_until="networkidle", timeout=60000)
-            page.fill("input[name=username]", "admin")
-            page.fill("input[name=password]", stack.secret("airflow_admin_password"))
-            page.keyboard.press("Enter")
-            page.wait_for_url(lambda url: "/login" not in url, timeout=60000)
-            # The UI's own route for the plugin's view embeds the page.
-            page.goto(stack.airflow_api() + "/plugin/optasia-batches", wait_until="networkidle", timeout=60000)
-            frame = page.frame_locator("iframe").first
-            frame.locator("body[data-charts=ready]").wait_for(timeout=60000)
-            # The page itself: both (all) published batches and two drawn charts.
-            page.goto(stack.airflow_api() + "/optasia-batches/", wait_until="networkidle", timeout=60000)
-            page.locator("body[data-charts=ready]").wait_for(timeout=60000)
-            listed = set(page.locator("tr.batch").evaluate_all("rows => rows.map(r => r.dataset.batch)"))
-            assert set(published) <= listed, (published, listed)
-            sizes = page.locator("canvas").evaluate_all("cs => cs.map(c => [c.width, c.height])")
-            assert len(sizes) == 2 and all(w > 100 and h > 100 for w, h in sizes), sizes
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with logged_in_page(stack, height=1000) as page:
+        # The UI's own route for the plugin's view embeds the page.
+        page.goto(stack.airflow_api() + "/plugin/optasia-batches", wait_until="networkidle", timeout=60000)
+        frame = page.frame_locator("iframe").first
+        frame.locator("body[data-charts=ready]").wait_for(timeout=60000)
+        # The page itself: both (all) published batches and two drawn charts.
+        page.goto(stack.airflow_api() + "/optasia-batches/", wait_until="networkidle", timeout=60000)
+        page.locator("body[data-charts=ready]").wait_for(timeout=60000)
+        listed = set(page.locator("tr.batch").evaluate_all("rows => rows.map(r => r.dataset.batch)"))
+        assert set(published) <= listed, (published, listed)
+        sizes = page.locator("canvas").evaluate_all("cs => cs.map(c => [c.width, c.height])")
+        assert len(sizes) == 2 and all(w > 100 and h > 100 for w, h in sizes), sizes
+        page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
