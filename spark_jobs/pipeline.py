@@ -222,18 +222,27 @@ def _translate_jvm(exc: Exception, cfg: JobConfig) -> Exception:
     return exc
 
 
-def _copy_blocks(df: DataFrame, run_id: int, pieces: int = 16) -> list[bytes]:
-    """COPY text of a one-string-column DataFrame (``run_id<TAB>value`` lines) on the driver.
+def _copy_block_df(df: DataFrame, run_id: int, pieces: int = 16) -> DataFrame:
+    """COPY text of a one-string-column DataFrame as a few large strings (``_lines``).
 
-    The lines are joined into a few large strings in Spark before the collect:
-    a million short rows would otherwise become a million Python objects (time
-    and memory on the driver) for text that goes straight into COPY. The
-    values must need no COPY escaping (valid sub_ids, dates, numbers, words).
+    Each line is ``run_id<TAB>value``. The lines are joined into a few large
+    strings in Spark before the collect: a million short rows would otherwise
+    become a million Python objects (time and memory on the driver) for text
+    that goes straight into COPY. The values must need no COPY escaping
+    (valid sub_ids, dates, numbers, words).
     """
     line = F.concat(F.lit(f"{int(run_id)}\t"), F.col(df.columns[0]))
-    blocks = df.select(line.alias("_line")).groupBy((F.abs(F.hash("_line")) % pieces).alias("_piece")).agg(
-        F.concat_ws("\n", F.collect_list("_line")).alias("_lines"))
-    return [row[0].encode("utf-8") + b"\n" for row in blocks.select("_lines").collect() if row[0]]
+    return df.select(line.alias("_line")).groupBy((F.abs(F.hash("_line")) % pieces).alias("_piece")).agg(
+        F.concat_ws("\n", F.collect_list("_line")).alias("_lines")).select("_lines")
+
+
+def _blocks(texts) -> list[bytes]:
+    return [t.encode("utf-8") + b"\n" for t in texts if t]
+
+
+def _copy_blocks(df: DataFrame, run_id: int, pieces: int = 16) -> list[bytes]:
+    """The COPY text blocks of _copy_block_df, on the driver."""
+    return _blocks(row[0] for row in _copy_block_df(df, run_id, pieces).collect())
 
 
 def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan,
@@ -258,32 +267,31 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
             tx_lines = read_lines(spark, fs, cfg.input_path("transactions.csv"))
             subs = keep(tr.validate_subscribers(tr.parse_lines(subs_lines), rules))
             unique = keep(tr.collapse_subscribers(subs.where(F.col("reason").isNull())))
-            sub_reasons = {row["reason"]: row["n"] for row in
-                           subs.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
-            pending = keep(read_jdbc(spark, cfg, store.pending_before_query(plan.undo_run_id),
-                                     "pending_id", hashed=False)
+            # One query: the subscribers by reason, and the transaction file's rows
+            # counted on their own (a plain scan, no parsing), so the conservation
+            # law checks the fates against the input.
+            counted = subs.select(F.lit("subscribers").alias("file"), "reason").unionByName(
+                tr.text_rows(tx_lines).select(F.lit("transactions").alias("file"),
+                                              F.lit(None).cast("string").alias("reason")))
+            counts = counted.groupBy("file", "reason").agg(F.count(F.lit(1)).alias("n")).collect()
+            sub_reasons = {row["reason"]: row["n"] for row in counts if row["file"] == "subscribers"}
+            transactions_input = sum(row["n"] for row in counts if row["file"] == "transactions")
+            pending_query = store.pending_before_query(plan.undo_run_id)
+            pending_in = store.count_rows(pending_query)
+            pending = keep(read_jdbc(spark, cfg, pending_query, "pending_id", hashed=False)
                            .withColumn("record", F.from_json("record", tr.RECORD_TYPE))
                            .withColumn("amount", F.col("amount").cast(tr.AMOUNT_TYPE)))
-            pending_in = pending.count()
 
         with timings.step("read_parse_validate_dedupe", "reading, validating and collapsing the transactions"):
             txs = tr.validate_transactions(tr.parse_lines(tx_lines), rules)
             ranked = keep(tr.rank_transactions(txs, pending, partitions))
             keys = unique.select("sub_id").unionByName(tr.ranked_sub_ids(ranked)).distinct()
             n_keys = store.stage_keys(r, _copy_blocks(keys, r))
-            # The file's rows counted on their own (a plain scan, no parsing): the
-            # conservation law then checks the fates against the input.
-            transactions_input = tr.text_rows(tx_lines).count()
 
         with timings.step("store_read", "reading the batch's subscribers from the store"):
             store_df = keep(read_jdbc(spark, cfg, store.subscribers_before_query(plan.undo_run_id, r),
                                       "sub_id", hashed=True))
             merge = keep(tr.merge_subscribers(unique, store_df))
-            merge_rows = [(row["action"], row["n"], row["dups"]) for row in
-                          merge.where(F.col("action").isNotNull()).groupBy("action").agg(
-                              F.count(F.lit(1)).alias("n"), F.sum(F.col("rows") - 1).alias("dups")).collect()]
-            log.info("%d sub_ids in the batch, %d of them in the store; %d pending rows", n_keys,
-                     store_df.count(), pending_in)
 
         tx_stage, rj_stage = f"{staging}/transactions", f"{staging}/rejects"
         with timings.step("match_write", "matching the transactions, writing the published rows"):
@@ -293,8 +301,22 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
             tr.published_rows(fates).write.parquet(tx_stage)
 
         with timings.step("metrics", "counting the batch and checking the conservation laws"):
-            fates_rows = [(row["origin"], row["status"], row["reason"], row["n"]) for row in
-                          fates.groupBy("origin", "status", "reason").agg(F.count(F.lit(1)).alias("n")).collect()]
+            # One query for the subscriber merge's and the transactions' counts.
+            null = F.lit(None).cast("string")
+            merge_counts = merge.groupBy(F.lit("merge").alias("kind"), F.col("action").alias("a"),
+                                         null.alias("b"), null.alias("c")).agg(
+                F.count(F.lit(1)).alias("n"), F.sum(F.col("rows") - 1).alias("dups"),
+                F.count("old_activation_date").alias("in_store"))
+            fate_counts = fates.groupBy(F.lit("fate").alias("kind"), F.col("origin").alias("a"),
+                                        F.col("status").alias("b"), F.col("reason").alias("c")).agg(
+                F.count(F.lit(1)).alias("n"), F.lit(None).cast("long").alias("dups"),
+                F.lit(None).cast("long").alias("in_store"))
+            rows = merge_counts.unionByName(fate_counts).collect()
+            merge_rows = [(row["a"], row["n"], row["dups"]) for row in rows
+                          if row["kind"] == "merge" and row["a"] is not None]
+            fates_rows = [(row["a"], row["b"], row["c"], row["n"]) for row in rows if row["kind"] == "fate"]
+            log.info("%d sub_ids in the batch, %d of them in the store; %d pending rows", n_keys,
+                     sum(row["in_store"] for row in rows if row["kind"] == "merge"), pending_in)
             metrics = compute_metrics(sub_reasons, merge_rows, fates_rows, transactions_input, pending_in)
             log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
             check_conservation(metrics)
@@ -304,7 +326,9 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
 
         with timings.step("read_back_check", "reading the staged partitions back"):
             tx_back, rj_back = spark.read.parquet(tx_stage), spark.read.parquet(rj_stage)
-            n_pub, n_rej = tx_back.count(), rj_back.count()
+            back = {row[0]: row[1] for row in tx_back.select(F.lit("transactions").alias("ds")).unionByName(
+                rj_back.select(F.lit("rejects").alias("ds"))).groupBy("ds").count().collect()}
+            n_pub, n_rej = back.get("transactions", 0), back.get("rejects", 0)
             want_rej = (sum(metrics["subscribers_rejected"].values())
                         + sum(metrics["transactions_rejected"].values()))
             if n_pub != metrics["published"] or n_rej != want_rej:
@@ -343,8 +367,20 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
                 # text with an explicit zone: no Python or PostgreSQL time zone plays a part
                 F.concat(F.date_format("timestamp", "yyyy-MM-dd HH:mm:ss.SSSSSS"), F.lit("+00")), "sub_id",
                 F.col("amount").cast("string"), "channel", F.to_json("record"))
-            load = StoreLoad(subscribers=_copy_blocks(changes, r), pending_removed=_copy_blocks(removed, r),
-                             pending_new=[tuple(row) for row in new_pending.collect()])
+            # One query for the three loads: COPY blocks of the subscriber changes
+            # and removed pending rows, and the new pending rows as values.
+            none = F.lit(None).cast("string")
+            new_cols = ["ts", "sub_id", "amount", "channel", "record"]
+            loads = (_copy_block_df(changes, r).select(F.lit("s").alias("kind"), "_lines",
+                                                       *[none.alias(c) for c in new_cols])
+                     .unionByName(_copy_block_df(removed, r).select(F.lit("r").alias("kind"), "_lines",
+                                                                    *[none.alias(c) for c in new_cols]))
+                     .unionByName(new_pending.toDF(*new_cols).select(F.lit("n").alias("kind"),
+                                                                      none.alias("_lines"), *new_cols))
+                     .collect())
+            load = StoreLoad(subscribers=_blocks(row["_lines"] for row in loads if row["kind"] == "s"),
+                             pending_removed=_blocks(row["_lines"] for row in loads if row["kind"] == "r"),
+                             pending_new=[tuple(row[c] for c in new_cols) for row in loads if row["kind"] == "n"])
             store.apply_run(cfg.batch_id, plan, expected, metrics, load)
         write_metrics_file()
         return metrics

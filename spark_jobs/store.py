@@ -189,6 +189,12 @@ class Store:
             return self.conn.execute("SELECT count(*) FROM etl_stage_keys WHERE run_id = %s",
                                      (run_id,)).fetchone()[0]
 
+    def count_rows(self, query: str) -> int:
+        """Rows of a query (e.g. pending_before_query), counted in PostgreSQL."""
+        n = self.conn.execute(f"SELECT count(*) FROM ({query}) AS q").fetchone()[0]
+        self.conn.commit()
+        return n
+
     @staticmethod
     def subscribers_before_query(undo_run_id: int | None, keys_run_id: int) -> str:
         """The batch's subscribers (etl_stage_keys of ``keys_run_id``) as the store

@@ -59,27 +59,25 @@ class BatchRules:
 # Lines -> fields
 # --------------------------------------------------------------------------
 
-def _quoted_line_parser():
-    """A UDF for RFC 4180 lines, like Python's csv with strict=True.
+# RFC 4180 lines as Python's csv module reads them with strict=True (the
+# contract's parser): a field is either quoted ("...", a quote inside doubled)
+# or unquoted (it does not start with a quote; later quotes are literal). A
+# quoted field must be followed by a comma or the end of the line, and must be
+# closed. Possessive quantifiers keep Java's matcher iterative (no stack depth
+# per field or per doubled quote) and are exact here: the grammar never needs
+# to give back what a field matched.
+_QUOTED = r'"[^"]*+(?:""[^"]*+)*+"'
+_FIELD = rf'(?:{_QUOTED}|[^",][^,]*+|)'
+CSV_LINE_PATTERN = rf"^{_FIELD}(?:,{_FIELD})*+$"
+# One match per field of a valid line with a comma put in front of it.
+_CSV_FIELD_PATTERN = rf',({_QUOTED}|[^,]*+)'
 
-    Built in a closure so it is shipped to the Python workers by value: they
-    need not be able to import this package (spark-submit of a bare file).
-    """
-    def parse(line):
-        import csv
-        import sys
 
-        csv.field_size_limit(sys.maxsize)  # a field is as long as its line: no 128 KiB cap
-        try:
-            rows = list(csv.reader([line], strict=True))
-        except csv.Error:
-            return (None, False)
-        if len(rows) != 1:
-            return (None, False)
-        return (rows[0], True)
-
-    return F.udf(parse, T.StructType([T.StructField("fields", RECORD_TYPE),
-                                      T.StructField("ok", T.BooleanType())]))
+def _csv_fields(line: Column) -> Column:
+    """The fields of a line that matched CSV_LINE_PATTERN, quotes removed."""
+    raw = F.regexp_extract_all(F.concat(F.lit(","), line), F.lit(_CSV_FIELD_PATTERN), 1)
+    return F.transform(raw, lambda x: F.when(
+        x.startswith('"'), F.replace(F.substring(x, 2, F.length(x) - 2), F.lit('""'), F.lit('"'))).otherwise(x))
 
 
 def text_rows(lines: DataFrame) -> DataFrame:
@@ -93,28 +91,26 @@ def text_rows(lines: DataFrame) -> DataFrame:
     return lines.select(line).where(F.length("line") > 0)
 
 
+def parse_record(line: Column) -> tuple[Column, Column]:
+    """``(record, parsed)`` of one line, computed in the JVM.
+
+    A line without a quote is split on commas; a line with one is checked
+    against CSV_LINE_PATTERN and its fields cut out. An unparseable line
+    keeps the whole line as its single-element record and ``parsed`` false.
+    """
+    has_quote = line.contains('"')
+    parsed = ~has_quote | line.rlike(CSV_LINE_PATTERN)
+    record = F.when(~has_quote, F.split(line, ",", -1)).when(parsed, _csv_fields(line)).otherwise(F.array(line))
+    return record, parsed
+
+
 def parse_lines(lines: DataFrame) -> DataFrame:
     """Text lines (column ``value``) -> ``record`` (fields, untrimmed) and ``parsed``.
 
-    Rows as text_rows gives them. Lines without a quote are split on commas
-    in the JVM; the rare lines with quotes go through Python's csv module.
-    An unparseable line keeps the whole line as its single-element record
-    and ``parsed`` false.
+    Rows as text_rows gives them, in one pass (see parse_record).
     """
-    rows = text_rows(lines)
-    has_quote = F.col("line").contains('"')
-    plain = rows.where(~has_quote).select(
-        F.split(F.col("line"), ",", -1).alias("record"), F.lit(True).alias("parsed")
-    )
-    quoted = (
-        rows.where(has_quote)
-        .select("line", _quoted_line_parser()(F.col("line")).alias("p"))
-        .select(
-            F.when(F.col("p.ok"), F.col("p.fields")).otherwise(F.array(F.col("line"))).alias("record"),
-            F.col("p.ok").alias("parsed"),
-        )
-    )
-    return plain.unionByName(quoted)
+    record, parsed = parse_record(F.col("line"))
+    return text_rows(lines).select(record.alias("record"), parsed.alias("parsed"))
 
 
 def trim_ws(c: Column) -> Column:

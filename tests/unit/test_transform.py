@@ -37,6 +37,53 @@ def test_empty_lines_are_not_rows_but_blank_lines_are(spark):
     assert sorted(r["reason"] or "ok" for r in rows) == ["malformed_row", "malformed_row", "ok"]
 
 
+def _python_csv(line):
+    """What the contract's parser (Python's csv, strict) makes of one line."""
+    import csv
+    import sys
+
+    csv.field_size_limit(sys.maxsize)
+    try:
+        rows = list(csv.reader([line], strict=True))
+    except csv.Error:
+        return [line], False
+    return (rows[0], True) if len(rows) == 1 else ([line], False)
+
+
+def _jvm_parse(spark, texts):
+    record, parsed = tr.parse_record(F.col("line"))
+    df = spark.createDataFrame([(i, t) for i, t in enumerate(texts)], "i int, line string")
+    return {r["i"]: (list(r["record"]), r["parsed"]) for r in df.select("i", record.alias("record"),
+                                                                        parsed.alias("parsed")).collect()}
+
+
+def test_quoted_lines_parse_as_python_csv_strict_does(spark):
+    """Random short lines over the characters that matter, every one equal to Python's csv.
+
+    No CR or LF: they end lines before a line reaches the parser (notes #1).
+    """
+    import random
+
+    rnd = random.Random(20261201)
+    alphabet = ['"', '"', '"', ",", ",", "a", "b", " ", "\t", "\x00", "é", "\U0001F600", "'"]
+    texts = sorted({"".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 10))) for _ in range(6000)})
+    texts += ['"a""b",c', '"a""",b', '"a""', '"a"b', '"a" ,b', ' "a",b', 'a"b",c', '"",""', '","', '"', '""',
+              '""""', '"a,b",,"c"', ',"x"', '"x",', 'S"1,2024-01-01']
+    got = _jvm_parse(spark, texts)
+    wrong = [(t, got[i], _python_csv(t)) for i, t in enumerate(texts) if got[i] != _python_csv(t)]
+    assert not wrong, wrong[:10]
+    assert sum(1 for t in texts if not _python_csv(t)[1]) > 100   # the sample holds both kinds
+
+
+def test_long_quoted_fields_and_many_fields_parse_without_stack_overflow(spark):
+    texts = ['"' + 'x""' * 100_000 + '",b', ",".join(['"q"'] * 100_000), '"' + "y" * 1_000_000 + '"',
+             '"' + 'x""' * 100_000 + ',b']   # the last one is never closed
+    got = _jvm_parse(spark, texts)
+    for i, t in enumerate(texts):
+        assert got[i] == _python_csv(t), t[:40]
+    assert got[3][1] is False and got[0][0][0].count('"') == 100_000
+
+
 def test_bom_is_removed(spark):
     (r,) = subs_of(spark, "\ufeffS1,2024-01-01")
     assert r["reason"] is None and r["sub_id"] == "S1"
