@@ -222,18 +222,23 @@ def _translate_jvm(exc: Exception, cfg: JobConfig) -> Exception:
     return exc
 
 
-def _copy_block_df(df: DataFrame, run_id: int, pieces: int = 16) -> DataFrame:
-    """COPY text of a one-string-column DataFrame as a few large strings (``_lines``).
+def _copy_block_df(df: DataFrame, run_id: int, pieces: int = 16, counted: str | None = None) -> DataFrame:
+    """COPY text of a DataFrame's first (string) column as a few large strings (``_lines``).
 
-    Each line is ``run_id<TAB>value``. The lines are joined into a few large
-    strings in Spark before the collect: a million short rows would otherwise
-    become a million Python objects (time and memory on the driver) for text
-    that goes straight into COPY. The values must need no COPY escaping
-    (valid sub_ids, dates, numbers, words).
+    Each line is ``run_id<TAB>value``; a null value makes no line. The lines
+    are joined into a few large strings in Spark before the collect: a million
+    short rows would otherwise become a million Python objects (time and
+    memory on the driver) for text that goes straight into COPY. The values
+    must need no COPY escaping (valid sub_ids, dates, numbers, words). With
+    ``counted``, each block also carries the sum of that column (``n``).
     """
     line = F.concat(F.lit(f"{int(run_id)}\t"), F.col(df.columns[0]))
-    return df.select(line.alias("_line")).groupBy((F.abs(F.hash("_line")) % pieces).alias("_piece")).agg(
-        F.concat_ws("\n", F.collect_list("_line")).alias("_lines")).select("_lines")
+    aggs = [F.concat_ws("\n", F.collect_list("_line")).alias("_lines")]
+    if counted:
+        aggs.append(F.sum(counted).alias("n"))
+    cols = [line.alias("_line")] + ([F.col(counted)] if counted else [])
+    out = df.select(*cols).groupBy((F.abs(F.hash("_line")) % pieces).alias("_piece")).agg(*aggs)
+    return out.select("_lines", *(["n"] if counted else []))
 
 
 def _blocks(texts) -> list[bytes]:
@@ -262,42 +267,50 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
         return df
 
     try:
-        with timings.step("read_parse_validate", "reading and validating the subscribers"):
+        with timings.step("read_validate_keys", "reading the files, validating the subscribers, staging the sub_ids"):
             subs_lines = read_lines(spark, fs, cfg.input_path("subscribers.csv"))
             tx_lines = read_lines(spark, fs, cfg.input_path("transactions.csv"))
             subs = keep(tr.validate_subscribers(tr.parse_lines(subs_lines), rules))
             unique = keep(tr.collapse_subscribers(subs.where(F.col("reason").isNull())))
-            # One query: the subscribers by reason, and the transaction file's rows
-            # counted on their own (a plain scan, no parsing), so the conservation
-            # law checks the fates against the input.
-            counted = subs.select(F.lit("subscribers").alias("file"), "reason").unionByName(
-                tr.text_rows(tx_lines).select(F.lit("transactions").alias("file"),
-                                              F.lit(None).cast("string").alias("reason")))
-            counts = counted.groupBy("file", "reason").agg(F.count(F.lit(1)).alias("n")).collect()
-            sub_reasons = {row["reason"]: row["n"] for row in counts if row["file"] == "subscribers"}
-            transactions_input = sum(row["n"] for row in counts if row["file"] == "transactions")
+            # One query: the subscribers by reason, and the batch's sub_ids as COPY
+            # blocks from a cheap projection of the transactions (the sub_id field
+            # of every row that could be valid), so the store is read before the
+            # transactions are validated, in one pass with them. The blocks also
+            # count the transaction file's rows (before any rule), so the
+            # conservation law checks the fates against the input.
+            null = F.lit(None).cast("string")
+            tx_ids = tr.transaction_sub_id_rows(tr.parse_lines(tx_lines)).select("sub_id", F.lit(1).alias("n"))
+            # Every key once, with its transaction rows (null: rows that cannot be valid).
+            keyed = unique.select("sub_id", F.lit(0).alias("n")).unionByName(tx_ids).groupBy("sub_id").agg(
+                F.sum("n").alias("n"))
+            rows = (subs.groupBy(F.lit("subscribers").alias("file"), "reason").agg(F.count(F.lit(1)).alias("n"))
+                    .select("file", "reason", "n", null.alias("_lines"))
+                    .unionByName(_copy_block_df(keyed.select("sub_id", "n"), r, counted="n").select(
+                        F.lit("keys").alias("file"), null.alias("reason"), "n", "_lines"))
+                    .collect())
+            sub_reasons = {row["reason"]: row["n"] for row in rows if row["file"] == "subscribers"}
+            transactions_input = sum(row["n"] or 0 for row in rows if row["file"] == "keys")
             pending_query = store.pending_before_query(plan.undo_run_id)
             pending_in = store.count_rows(pending_query)
-            pending = keep(read_jdbc(spark, cfg, pending_query, "pending_id", hashed=False)
-                           .withColumn("record", F.from_json("record", tr.RECORD_TYPE))
-                           .withColumn("amount", F.col("amount").cast(tr.AMOUNT_TYPE)))
+            n_keys = store.stage_keys(r, _blocks(row["_lines"] for row in rows if row["file"] == "keys"),
+                                      pending_query)
 
-        with timings.step("read_parse_validate_dedupe", "reading, validating and collapsing the transactions"):
-            txs = tr.validate_transactions(tr.parse_lines(tx_lines), rules)
-            ranked = keep(tr.rank_transactions(txs, pending, partitions))
-            keys = unique.select("sub_id").unionByName(tr.ranked_sub_ids(ranked)).distinct()
-            n_keys = store.stage_keys(r, _copy_blocks(keys, r))
-
-        with timings.step("store_read", "reading the batch's subscribers from the store"):
-            store_df = keep(read_jdbc(spark, cfg, store.subscribers_before_query(plan.undo_run_id, r),
-                                      "sub_id", hashed=True))
+            # Read by the next step's query (Spark reads lazily): the pending rows
+            # and the batch's subscribers as the store had them before this batch.
+            pending = (read_jdbc(spark, cfg, pending_query, "pending_id", hashed=False)
+                       .withColumn("record", F.from_json("record", tr.RECORD_TYPE))
+                       .withColumn("amount", F.col("amount").cast(tr.AMOUNT_TYPE)))
+            store_df = read_jdbc(spark, cfg, store.subscribers_before_query(plan.undo_run_id, r),
+                                 "sub_id", hashed=True)
             merge = keep(tr.merge_subscribers(unique, store_df))
 
         tx_stage, rj_stage = f"{staging}/transactions", f"{staging}/rejects"
-        with timings.step("match_write", "matching the transactions, writing the published rows"):
+        with timings.step("store_read_match_write", "reading the store; validating, collapsing and matching "
+                                                    "the transactions; writing the published rows"):
             fs.delete(staging)
+            txs = tr.validate_transactions(tr.parse_lines(tx_lines), rules)
             after = merge.select("sub_id", F.col("after_activation_date").alias("activation_date"))
-            fates = keep(tr.decide_fates(ranked, after, rules))
+            fates = keep(tr.decide_fates(tr.rank_transactions(txs, pending, partitions), after, rules))
             tr.published_rows(fates).write.parquet(tx_stage)
 
         with timings.step("metrics", "counting the batch and checking the conservation laws"):

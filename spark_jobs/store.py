@@ -180,11 +180,16 @@ class Store:
 
     # -- reading state (as Spark queries) ----------------------------------
 
-    def stage_keys(self, run_id: int, blocks: Iterable[bytes]) -> int:
+    def stage_keys(self, run_id: int, blocks: Iterable[bytes], pending_query: str | None = None) -> int:
         """COPY the batch's sub_ids for the store read: COPY text blocks of
-        ``run_id<TAB>sub_id`` lines (valid sub_ids need no escaping)."""
+        ``run_id<TAB>sub_id`` lines (valid sub_ids need no escaping), plus the
+        sub_ids of ``pending_query``'s rows. Returns the number of keys."""
         with self.conn.transaction():
             _copy_text(self.conn.cursor(), "etl_stage_keys (run_id, sub_id)", blocks)
+            if pending_query:
+                self.conn.execute(
+                    f"INSERT INTO etl_stage_keys (run_id, sub_id) SELECT DISTINCT %s::bigint, p.sub_id "
+                    f"FROM ({pending_query}) AS p ON CONFLICT DO NOTHING", (run_id,))
             self.conn.execute("ANALYZE etl_stage_keys")
             return self.conn.execute("SELECT count(*) FROM etl_stage_keys WHERE run_id = %s",
                                      (run_id,)).fetchone()[0]

@@ -296,12 +296,14 @@ def validate_transactions(records: DataFrame, rules: BatchRules) -> DataFrame:
     return valued.select("record", reason.alias("reason"), "timestamp", "sub_id", "amount", "channel")
 
 
-def transaction_sub_ids(records: DataFrame) -> DataFrame:
-    """``sub_id`` of every row that could be a valid transaction (a superset:
-    only the field count and the sub_id rule are checked). What the batch
-    needs to read from the store."""
-    return records.where(F.col("parsed") & (F.size("record") == 4)).select(_field(1).alias("sub_id")).where(
-        F.col("sub_id").rlike(SUB_ID_PATTERN))
+def transaction_sub_id_rows(records: DataFrame) -> DataFrame:
+    """One row per transaction row: ``sub_id`` where the row could be a valid
+    transaction (a superset: only the field count and the sub_id rule are
+    checked), else null. Its non-null values are what the batch needs to read
+    from the store; its row count is the file's."""
+    sub_id = _field(1)
+    could = F.col("parsed") & (F.size("record") == 4) & F.coalesce(sub_id.rlike(SUB_ID_PATTERN), F.lit(False))
+    return records.select(F.when(could, sub_id).alias("sub_id"))
 
 
 TX_KEY = ["timestamp", "sub_id", "amount", "channel"]
@@ -336,11 +338,6 @@ def rank_transactions(txs: DataFrame, pending: DataFrame, partitions: int = 8) -
     group = Window.partitionBy("shard", "timestamp", "amount", "channel").orderBy(
         "priority", "pending_id", "record")
     return both.withColumn("_rank", F.row_number().over(group))
-
-
-def ranked_sub_ids(ranked: DataFrame) -> DataFrame:
-    """The sub_ids of the valid rows (new and pending): what the batch needs from the store."""
-    return ranked.where(F.col("reason").isNull()).select(F.col("shard").alias("sub_id")).distinct()
 
 
 def decide_fates(ranked: DataFrame, subscribers: DataFrame, rules: BatchRules) -> DataFrame:

@@ -58,9 +58,11 @@ def exercise(spark, workdir: str) -> int:
         "pending_id long, timestamp timestamp, sub_id string, amount int, channel string, record array<string>",
     ).withColumn("amount", F.col("amount").cast(tr.AMOUNT_TYPE))
     txs = tr.validate_transactions(tr.parse_lines(spark.read.text(f"{uri}/transactions.csv")), rules)
-    ranked = tr.rank_transactions(txs, pending, 2).persist(StorageLevel.MEMORY_AND_DISK)
-    keys = unique.select("sub_id").unionByName(tr.ranked_sub_ids(ranked)).distinct()
-    _copy_blocks(keys, 0)
+    per_sub = tr.transaction_sub_id_rows(txs.select("record", F.lit(True).alias("parsed"))).groupBy(
+        "sub_id").count()
+    keys = unique.select("sub_id").unionByName(per_sub.where(F.col("sub_id").isNotNull()).select("sub_id"))
+    _copy_blocks(keys.distinct(), 0)
+    ranked = tr.rank_transactions(txs, pending, 2)
     store = spark.createDataFrame([("A1", dt.date(2023, 6, 1))], "sub_id string, activation_date date")
     merge = tr.merge_subscribers(unique, store).persist(StorageLevel.MEMORY_AND_DISK)
     merge.where(F.col("action").isNotNull()).groupBy("action").agg(F.count(F.lit(1)), F.sum("rows")).collect()
@@ -72,7 +74,7 @@ def exercise(spark, workdir: str) -> int:
     fates.select(F.to_json("record"), F.date_format("timestamp", "yyyy-MM-dd HH:mm:ss.SSSSSS")).collect()
     published = spark.read.parquet(f"{uri}/out/transactions").count()
     spark.read.parquet(f"{uri}/out/rejects").count()
-    for df in (subs, ranked, merge, fates):
+    for df in (subs, merge, fates):
         df.unpersist()
     return published
 
