@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
@@ -241,6 +241,13 @@ def _copy_block_df(df: DataFrame, run_id: int, pieces: int = 16, counted: str | 
     return out.select("_lines", *(["n"] if counted else []))
 
 
+def _copy_escaped(c: Column) -> Column:
+    """A text value as COPY's text format needs it (backslash, tab, newline, return escaped)."""
+    for raw, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+        c = F.replace(c, F.lit(raw), F.lit(escaped))
+    return c
+
+
 def _blocks(texts) -> list[bytes]:
     return [t.encode("utf-8") + b"\n" for t in texts if t]
 
@@ -377,23 +384,18 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
                             F.coalesce("reason", F.when(F.col("status") == tr.DUPLICATE, "duplicate")
                                        .otherwise(F.col("status")))))
             new_pending = fates.where((F.col("origin") == "new") & (F.col("status") == tr.PENDING)).select(
-                # text with an explicit zone: no Python or PostgreSQL time zone plays a part
-                F.concat(F.date_format("timestamp", "yyyy-MM-dd HH:mm:ss.SSSSSS"), F.lit("+00")), "sub_id",
-                F.col("amount").cast("string"), "channel", F.to_json("record"))
-            # One query for the three loads: COPY blocks of the subscriber changes
-            # and removed pending rows, and the new pending rows as values.
-            none = F.lit(None).cast("string")
-            new_cols = ["ts", "sub_id", "amount", "channel", "record"]
-            loads = (_copy_block_df(changes, r).select(F.lit("s").alias("kind"), "_lines",
-                                                       *[none.alias(c) for c in new_cols])
-                     .unionByName(_copy_block_df(removed, r).select(F.lit("r").alias("kind"), "_lines",
-                                                                    *[none.alias(c) for c in new_cols]))
-                     .unionByName(new_pending.toDF(*new_cols).select(F.lit("n").alias("kind"),
-                                                                      none.alias("_lines"), *new_cols))
+                F.concat_ws(
+                    "\t",
+                    # text with an explicit zone: no Python or PostgreSQL time zone plays a part
+                    F.concat(F.date_format("timestamp", "yyyy-MM-dd HH:mm:ss.SSSSSS"), F.lit("+00")), "sub_id",
+                    F.col("amount").cast("string"), _copy_escaped(F.col("channel")),
+                    _copy_escaped(F.to_json("record"))).alias("_text"))
+            # One query for the three loads, each as COPY text blocks.
+            loads = (_copy_block_df(changes, r).select(F.lit("s").alias("kind"), "_lines")
+                     .unionByName(_copy_block_df(removed, r).select(F.lit("r").alias("kind"), "_lines"))
+                     .unionByName(_copy_block_df(new_pending, r).select(F.lit("n").alias("kind"), "_lines"))
                      .collect())
-            load = StoreLoad(subscribers=_blocks(row["_lines"] for row in loads if row["kind"] == "s"),
-                             pending_removed=_blocks(row["_lines"] for row in loads if row["kind"] == "r"),
-                             pending_new=[tuple(row[c] for c in new_cols) for row in loads if row["kind"] == "n"])
+            load = StoreLoad(*[_blocks(row["_lines"] for row in loads if row["kind"] == kind) for kind in "srn"])
             store.apply_run(cfg.batch_id, plan, expected, metrics, load)
         write_metrics_file()
         return metrics

@@ -258,7 +258,7 @@ class Store:
         r = plan.run_id
         with c.transaction():
             c.execute("SELECT 1 FROM etl_batches WHERE batch_id = %s FOR UPDATE", (batch_id,))
-            loads.copy_into(c, r)
+            loads.copy_into(c)
             if plan.undo_run_id is not None:
                 self._undo(plan.undo_run_id)
             c.execute(
@@ -397,21 +397,18 @@ class StoreLoad:
     ``subscribers``: COPY text blocks of ``run_id<TAB>sub_id<TAB>YYYY-MM-DD``
     lines (valid sub_ids and dates hold nothing COPY would need to escape);
     ``pending_removed``: blocks of ``run_id<TAB>pending_id<TAB>removed_as``;
-    ``pending_new``: tuples ``(ts, sub_id, amount, channel, record_json)``,
-    escaped by psycopg.
+    ``pending_new``: blocks of ``run_id<TAB>ts<TAB>sub_id<TAB>amount<TAB>channel<TAB>record_json``
+    lines, escaped for COPY's text format by Spark.
     """
 
     subscribers: Iterable[bytes]
     pending_removed: Iterable[bytes]
-    pending_new: Iterable[tuple]
+    pending_new: Iterable[bytes]
 
-    def copy_into(self, conn: psycopg.Connection, run_id: int):
+    def copy_into(self, conn: psycopg.Connection):
         cur = conn.cursor()
         _copy_text(cur, "etl_stage_subscribers (run_id, sub_id, activation_date)", self.subscribers)
         _copy_text(cur, "etl_stage_pending_removed (run_id, pending_id, removed_as)", self.pending_removed)
-        with cur.copy("COPY etl_stage_pending_new (run_id, ts, sub_id, amount, channel, record) "
-                      "FROM STDIN") as cp:
-            for row in self.pending_new:
-                cp.write_row((run_id, *row))
+        _copy_text(cur, "etl_stage_pending_new (run_id, ts, sub_id, amount, channel, record)", self.pending_new)
         cur.execute("ANALYZE etl_stage_subscribers")
         cur.execute("ANALYZE etl_stage_pending_removed")

@@ -237,6 +237,18 @@ def test_rerun_of_latest_batch_gives_identical_rows_and_state(job):
     assert job.run("2024-03-10_a").metrics == C_METRICS
 
 
+def test_a_pending_record_keeps_every_character_through_the_store(job):
+    """New pending rows reach the store as COPY text: the record's padding (tab,
+    form feed, vertical tab; escaped as backslash sequences in its JSON) and a
+    quoted field come back exactly as landed."""
+    fields = ["\t2024-02-29T11:00:00Z\x0c", " S3 ", "5\x0b", "\tAPP "]
+    job.land("2024-03-01_a", subs="", txs=",".join(fields[:3]) + ',"' + fields[3] + '"\n')
+    r = job.run("2024-03-01_a", land=False)
+    assert r.metrics["pending_out"] == 1
+    (record,) = job.sql("SELECT record FROM pending_transactions WHERE removed_run_id IS NULL")[0]
+    assert (json.loads(record) if isinstance(record, str) else record) == fields
+
+
 def test_rerun_of_older_batch_is_refused_unless_forced(job):
     job.run("2024-03-01_a")
     job.run("2024-03-01_b")
