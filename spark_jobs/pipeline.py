@@ -229,8 +229,9 @@ def _copy_block_df(df: DataFrame, run_id: int, pieces: int = 16, counted: str | 
     are joined into a few large strings in Spark before the collect: a million
     short rows would otherwise become a million Python objects (time and
     memory on the driver) for text that goes straight into COPY. The values
-    must need no COPY escaping (valid sub_ids, dates, numbers, words). With
-    ``counted``, each block also carries the sum of that column (``n``).
+    must need no COPY escaping (valid sub_ids, dates, numbers, words) or be
+    escaped with _copy_escaped. With ``counted``, each block also carries the
+    sum of that column (``n``).
     """
     line = F.concat(F.lit(f"{int(run_id)}\t"), F.col(df.columns[0]))
     aggs = [F.concat_ws("\n", F.collect_list("_line")).alias("_lines")]
@@ -250,11 +251,6 @@ def _copy_escaped(c: Column) -> Column:
 
 def _blocks(texts) -> list[bytes]:
     return [t.encode("utf-8") + b"\n" for t in texts if t]
-
-
-def _copy_blocks(df: DataFrame, run_id: int, pieces: int = 16) -> list[bytes]:
-    """The COPY text blocks of _copy_block_df, on the driver."""
-    return _blocks(row[0] for row in _copy_block_df(df, run_id, pieces).collect())
 
 
 def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan,
@@ -322,7 +318,6 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
 
         with timings.step("metrics", "counting the batch and checking the conservation laws"):
             # One query for the subscriber merge's and the transactions' counts.
-            null = F.lit(None).cast("string")
             merge_counts = merge.groupBy(F.lit("merge").alias("kind"), F.col("action").alias("a"),
                                          null.alias("b"), null.alias("c")).agg(
                 F.count(F.lit(1)).alias("n"), F.sum(F.col("rows") - 1).alias("dups"),
@@ -395,7 +390,10 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
                      .unionByName(_copy_block_df(removed, r).select(F.lit("r").alias("kind"), "_lines"))
                      .unionByName(_copy_block_df(new_pending, r).select(F.lit("n").alias("kind"), "_lines"))
                      .collect())
-            load = StoreLoad(*[_blocks(row["_lines"] for row in loads if row["kind"] == kind) for kind in "srn"])
+            def blocks_of(kind):
+                return _blocks(row["_lines"] for row in loads if row["kind"] == kind)
+
+            load = StoreLoad(subscribers=blocks_of("s"), pending_removed=blocks_of("r"), pending_new=blocks_of("n"))
             store.apply_run(cfg.batch_id, plan, expected, metrics, load)
         write_metrics_file()
         return metrics

@@ -42,7 +42,7 @@ def exercise(spark, workdir: str) -> int:
     from pyspark.sql import functions as F
 
     from . import transform as tr
-    from .pipeline import _copy_blocks
+    from .pipeline import _copy_block_df
 
     for name, text in (("subscribers.csv", SUBSCRIBERS), ("transactions.csv", TRANSACTIONS)):
         with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
@@ -58,10 +58,10 @@ def exercise(spark, workdir: str) -> int:
         "pending_id long, timestamp timestamp, sub_id string, amount int, channel string, record array<string>",
     ).withColumn("amount", F.col("amount").cast(tr.AMOUNT_TYPE))
     txs = tr.validate_transactions(tr.parse_lines(spark.read.text(f"{uri}/transactions.csv")), rules)
-    per_sub = tr.transaction_sub_id_rows(txs.select("record", F.lit(True).alias("parsed"))).groupBy(
-        "sub_id").count()
-    keys = unique.select("sub_id").unionByName(per_sub.where(F.col("sub_id").isNotNull()).select("sub_id"))
-    _copy_blocks(keys.distinct(), 0)
+    # the job's key staging: sub_ids with their row counts, as COPY blocks
+    tx_ids = tr.transaction_sub_id_rows(tr.parse_lines(spark.read.text(f"{uri}/transactions.csv")))
+    keyed = unique.select("sub_id", F.lit(0).alias("n")).unionByName(tx_ids.select("sub_id", F.lit(1).alias("n")))
+    _copy_block_df(keyed.groupBy("sub_id").agg(F.sum("n").alias("n")), 0, counted="n").collect()
     ranked = tr.rank_transactions(txs, pending, 2)
     store = spark.createDataFrame([("A1", dt.date(2023, 6, 1))], "sub_id string, activation_date date")
     merge = tr.merge_subscribers(unique, store).persist(StorageLevel.MEMORY_AND_DISK)
