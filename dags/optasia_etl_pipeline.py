@@ -8,9 +8,9 @@ the subscriber store in PostgreSQL and publishes Parquet into HDFS, every 12 h.
 |---|---|---|
 | `check_infrastructure` | store reachable; NameNode active, out of safe mode, >= 1 live DataNode; Docker engine and the spark-job image | retried with back-off |
 | `batch_id` | `YYYY-MM-DD_a` (logical date before 12:00 UTC) or `_b`; a manual run may name one (`make run BATCH=...`) | fails |
-| `wait_for_landing` | waits for `<landing>/<batch>/subscribers.csv` and `transactions.csv` (timeout: Variable `landing_timeout_minutes`) | fails naming the missing file |
+| `wait_for_landing` | waits for a complete batch in `<landing>/<batch>/`: both files and the producer's `_READY` written after them, or both unchanged for `landing_settle_seconds`; their bytes and SHA-256 go to the XCom `inputs` (timeout: `landing_timeout_minutes`) | fails saying what it waited for |
 | `db_init` | the store's SQL migrations (idempotent) | retried |
-| `ingest_raw` | Bash over WebHDFS: the landing files into `<raw>/<batch>/`, sizes verified | retried |
+| `ingest_raw` | Bash over WebHDFS: the landing files into `<raw>/<batch>/`, checked against the sensor's bytes and SHA-256 before the copy and by size after it; the manifest as `_inputs.json` beside them | retried |
 | `spark_processing` | DockerOperator: the spark-job image on the shared network runs `stage` (validate, match, write staging, apply to the store as *staged*) | retried if transient; contract and order failures fail at once |
 | `quality_checks` | staged `_metrics.json` = the store's metrics, conservation laws, schema, reject ratio <= `reject_threshold` | fails at once, nothing published |
 | `hdfs_storage` | Bash over WebHDFS: one rename per partition into the warehouse, `_SUCCESS` and run id checked, store marked *published* | retried (safe to repeat) |

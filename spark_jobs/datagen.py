@@ -67,6 +67,8 @@ ORPHAN_BASE = 900_000_000
 ORPHAN_SPAN = 99_999_999
 DAY = 86_400
 DEFAULT_CHANNELS = ("SMS", "USSD", "APP", "WEB")
+# The marker of a complete landing folder, written after both files (the DAG's tasks.READY_MARKER).
+READY_MARKER = "_READY"
 MAX_ACTIVATION_AGE_DAYS = 1499
 CHUNK_ROWS = 8192
 _M64 = (1 << 64) - 1
@@ -1251,6 +1253,10 @@ def generate(cfg: Config) -> dict:
                 w.close()
         for name in paths:          # both complete: move both into place
             os.replace(tmp[name], paths[name])
+        # Last, as a producer should: the pipeline's wait_for_landing takes a
+        # batch at once when this marker is newer than both files.
+        with open(os.path.join(batch_dir, READY_MARKER), "w", encoding="utf-8"):
+            pass
     except BaseException:
         for p in tmp.values():
             try:

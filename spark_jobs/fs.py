@@ -78,6 +78,13 @@ class HadoopFs:
             return bool(fs.exists(p)) and bool(fs.getFileStatus(p).isFile())
         return self._call("check", uri, go)
 
+    def size(self, uri: str) -> int:
+        """Bytes of a file."""
+        def go():
+            p, fs = self._fs(uri)
+            return int(fs.getFileStatus(p).getLen())
+        return self._call("check", uri, go)
+
     def mkdirs(self, uri: str):
         def go():
             p, fs = self._fs(uri)

@@ -181,6 +181,37 @@ def read_lines(spark: SparkSession, fs: HadoopFs, uri: str) -> DataFrame:
         raise OSError(f"cannot read {uri}: {exc}") from None
 
 
+INPUT_MANIFEST = "_inputs.json"   # written next to the raw files by the DAG's ingest_raw
+
+
+def check_inputs(fs: HadoopFs, cfg: JobConfig) -> dict:
+    """The input files' bytes (and SHA-256 from the ingest's manifest, when there is one).
+
+    A file whose size differs from the manifest's is not the file that was
+    found complete in the landing folder: ContractError, nothing read.
+    """
+    manifest = {}
+    uri = cfg.input_path(INPUT_MANIFEST)
+    if fs.is_file(uri):
+        try:
+            manifest = json.loads(fs.read_text(uri))
+        except ValueError as exc:
+            raise ContractError(f"{uri} is not valid JSON ({exc}); ingest the batch again") from None
+    out = {}
+    for name in ("subscribers.csv", "transactions.csv"):
+        path = cfg.input_path(name)
+        if not fs.is_file(path):
+            continue   # read_lines names the missing file
+        size = fs.size(path)
+        want = manifest.get(name) or {}
+        if "bytes" in want and int(want["bytes"]) != size:
+            raise ContractError(
+                f"{path} has {size} bytes but {want['bytes']} when the landing folder was found complete "
+                f"({uri}); ingest the batch again (clear ingest_raw), nothing was read")
+        out[name] = {"bytes": size, **({"sha256": want["sha256"]} if "sha256" in want else {})}
+    return out
+
+
 def read_jdbc(spark: SparkSession, cfg: JobConfig, query: str, split_col: str, hashed: bool) -> DataFrame:
     n = max(1, cfg.jdbc_partitions)
     if hashed:
@@ -270,6 +301,8 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
         return df
 
     try:
+        inputs = check_inputs(fs, cfg)
+        store.record_inputs(r, inputs)
         with timings.step("read_validate_keys", "reading the files, validating the subscribers, staging the sub_ids"):
             subs_lines = read_lines(spark, fs, cfg.input_path("subscribers.csv"))
             tx_lines = read_lines(spark, fs, cfg.input_path("transactions.csv"))
@@ -357,7 +390,7 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
                 "batch_id": cfg.batch_id, "run_id": plan.run_id,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 # As read back from the staged files: the DAG's quality gate checks it.
-                "schema": schema, "metrics": metrics, "timings": timings.as_dict()},
+                "schema": schema, "metrics": metrics, "timings": timings.as_dict(), "inputs": inputs},
                 indent=2, sort_keys=True) + "\n")
 
         # Written before the apply, so a staged batch always has its file; written

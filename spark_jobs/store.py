@@ -315,6 +315,12 @@ class Store:
             c.execute("TRUNCATE etl_stage_subscribers, etl_stage_pending_new, etl_stage_pending_removed, "
                       "etl_stage_keys")
 
+    def record_inputs(self, run_id: int, inputs: dict):
+        """The input files of a run (sql/0005): bytes, and SHA-256 when known."""
+        with self.conn.transaction():
+            self.conn.execute("UPDATE etl_batch_runs SET inputs = %s WHERE run_id = %s",
+                              (json.dumps(inputs), run_id))
+
     def record_timings(self, run_id: int, timings: dict):
         """Seconds per step of a run (best effort: timings never fail a batch)."""
         try:

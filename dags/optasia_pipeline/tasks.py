@@ -14,11 +14,13 @@ at import. Failures are of two kinds:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
@@ -34,6 +36,8 @@ BATCH_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})_([ab])$")
 WEBHDFS_SCRIPT = str(Path(__file__).with_name("webhdfs.sh"))
 INPUT_FILES = ("subscribers.csv", "transactions.csv")
 ARCHIVE = "_archive"
+# Written by the producer after both files are complete (spark_jobs.datagen does).
+READY_MARKER = "_READY"
 
 # The published datasets' schema, docs/data-contract.md "Outputs" (Spark's simple type strings).
 CONTRACT_SCHEMA = {
@@ -219,20 +223,58 @@ def batch_id(logical_date=None, dag_run=None, params=None, **_):
     return f"{when:%Y-%m-%d}_{'a' if when.hour < 12 else 'b'}"
 
 
+def landing_state(folder: Path, settle_seconds: float, now: float | None = None) -> tuple[bool, str]:
+    """Whether a landing folder holds a complete batch, and why (or why not).
+
+    Complete when both input files exist and either the producer's ``_READY``
+    marker was written after both of them, or (a producer that writes no
+    marker) neither file has changed for ``settle_seconds``. A producer that
+    can pause longer than that in the middle of a file must write the marker.
+    """
+    now = time.time() if now is None else now
+    missing = [f for f in INPUT_FILES if not (folder / f).is_file()]
+    if missing:
+        return False, "missing " + ", ".join(str(folder / f) for f in missing)
+    newest = max((folder / f).stat().st_mtime for f in INPUT_FILES)
+    marker = folder / READY_MARKER
+    if marker.is_file() and marker.stat().st_mtime >= newest:
+        return True, f"{READY_MARKER} written after both files"
+    quiet = now - newest
+    if quiet >= settle_seconds:
+        return True, f"no {READY_MARKER}; both files unchanged for {quiet:.0f}s (settle time {settle_seconds:.0f}s)"
+    stale = f" ({READY_MARKER} is older than the files)" if marker.is_file() else ""
+    return False, (f"{folder}: a file changed {quiet:.0f}s ago; waiting until both are unchanged for "
+                   f"{settle_seconds:.0f}s or the producer writes {READY_MARKER}{stale}")
+
+
+def input_manifest(folder: Path) -> dict:
+    """Bytes and SHA-256 of each input file: what ingest_raw and the job verify."""
+    out = {}
+    for name in INPUT_FILES:
+        digest, size = hashlib.sha256(), 0
+        with open(folder / name, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(chunk)
+                size += len(chunk)
+        out[name] = {"bytes": size, "sha256": digest.hexdigest()}
+    return out
+
+
 class LandingSensor(BaseSensorOperator):
-    """Waits until <landing>/<batch>/ holds both input files.
+    """Waits until <landing>/<batch>/ holds a complete batch (landing_state).
 
     A batch whose files were archived by an earlier successful run is found in
-    <landing>/_archive/<batch>/ (a rerun). The timeout is the Variable's
-    `landing_timeout_minutes`; when it runs out the task fails naming the
-    missing files.
+    <landing>/_archive/<batch>/ (a rerun). The settle time is the Variable's
+    `landing_settle_seconds`, the timeout its `landing_timeout_minutes`; when
+    that runs out the task fails saying what it waited for. The files' bytes
+    and SHA-256 go to the XCom `inputs`, which ingest_raw verifies.
     """
 
     def __init__(self, **kwargs):
         kwargs.setdefault("poke_interval", 30)
         kwargs.setdefault("mode", "reschedule")
         super().__init__(**kwargs)
-        self._missing: list[str] = []
+        self._waiting = ""
 
     def execute(self, context):
 
@@ -241,22 +283,32 @@ class LandingSensor(BaseSensorOperator):
             return super().execute(context)
         except AirflowSensorTimeout:
             raise AirflowSensorTimeout(
-                f"batch {batch_of(context)}: input file(s) missing after {self.timeout / 60:.0f} min: "
-                + ", ".join(self._missing)
-                + " (land both files, then clear this task; either may be empty)") from None
+                f"batch {batch_of(context)}: no complete batch after {self.timeout / 60:.0f} min: "
+                + self._waiting
+                + " (land both files, then write _READY or let them rest; then clear this task; "
+                "either file may be empty)") from None
 
     def poke(self, context):
         s = settings()
         batch = batch_of(context)
         root = Path(s["landing_dir"])
-        for folder in (root / batch, root / ARCHIVE / batch):
-            missing = [str(folder / f) for f in INPUT_FILES if not (folder / f).is_file()]
-            if not missing:
-                log.info("batch %s: inputs in %s", batch, folder)
-                return PokeReturnValue(is_done=True, xcom_value=str(folder))
-            if folder.parent == root:
-                self._missing = missing
-        log.info("batch %s: waiting for %s", batch, ", ".join(self._missing))
+        settle = float(s.get("landing_settle_seconds", 60))
+        live, archived = root / batch, root / ARCHIVE / batch
+        # New files win over an archived copy (a rerun), even while they settle.
+        landing_new = any((live / f).exists() for f in INPUT_FILES)
+        done, why = landing_state(live, settle)
+        if not done and not landing_new:
+            # Files archived by this pipeline were complete when it took them.
+            done_archived, _ = landing_state(archived, 0)
+            if done_archived:
+                done, why, live = True, "archived by an earlier run", archived
+        if done:
+            manifest = input_manifest(live)
+            log.info("batch %s: inputs in %s (%s): %s", batch, live, why, json.dumps(manifest))
+            context["ti"].xcom_push(key="inputs", value=manifest)
+            return PokeReturnValue(is_done=True, xcom_value=str(live))
+        self._waiting = why
+        log.info("batch %s: waiting: %s", batch, why)
         return False
 
 
@@ -276,7 +328,8 @@ class HdfsBashOperator(BashOperator):
         env = {"PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin", "HOME": "/home/airflow", "TZ": "UTC",
                "WEBHDFS": webhdfs_base(s) + "/webhdfs/v1", "HDFS_USER": hdfs_user(s),
                "BATCH_ID": batch_of(context), "RAW_DIR": s["raw_dir"], "STAGING_DIR": s["staging_dir"],
-               "WAREHOUSE_DIR": s["warehouse_dir"], "LANDING": ti.xcom_pull(task_ids="wait_for_landing") or ""}
+               "WAREHOUSE_DIR": s["warehouse_dir"], "LANDING": ti.xcom_pull(task_ids="wait_for_landing") or "",
+               "INPUTS": json.dumps(ti.xcom_pull(task_ids="wait_for_landing", key="inputs") or {})}
         gate = ti.xcom_pull(task_ids="quality_checks")
         if gate:
             env["RUN_ID"] = str(gate["run_id"])

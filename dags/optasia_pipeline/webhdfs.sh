@@ -3,14 +3,15 @@
 # worker. They talk WebHDFS (the NameNode's HTTP API) with curl, so the worker
 # needs no Hadoop client or JVM.
 #
-#   webhdfs.sh ingest    landing files -> <raw>/<batch>/, sizes verified
+#   webhdfs.sh ingest    landing files -> <raw>/<batch>/, sizes and checksums verified
 #   webhdfs.sh publish   staged run -> warehouse partitions (one rename each),
 #                        _SUCCESS and _metrics.json checked, store marked published
 #
 # Settings come from the task's environment, which the DAG fills from the
 # optasia_pipeline Variable and the optasia_hdfs / optasia_store Connections:
 #   WEBHDFS (http://namenode:9870/webhdfs/v1), HDFS_USER, BATCH_ID,
-#   ingest:  LANDING (folder holding the two files), RAW_DIR
+#   ingest:  LANDING (folder holding the two files), RAW_DIR, INPUTS (bytes and
+#            sha256 per file, as wait_for_landing found them; optional)
 #   publish: RUN_ID, STAGING_DIR, WAREHOUSE_DIR, PG* (libpq settings of the store)
 set -euo pipefail
 
@@ -64,19 +65,42 @@ put() {
 
 ingest() {
     need LANDING RAW_DIR
-    local dest="$RAW_DIR/$BATCH_ID" f size got
+    local dest="$RAW_DIR/$BATCH_ID" f size got sha want_size want_sha
+    local inputs="${INPUTS:-}"
+    [ -n "$inputs" ] || inputs='{}'
     mkdirs "$dest"
     for f in subscribers.csv transactions.csv; do
         [ -f "$LANDING/$f" ] || die "input file missing: $LANDING/$f"
         size=$(stat -c %s "$LANDING/$f")
+        sha=$(sha256sum "$LANDING/$f" | cut -d' ' -f1)
+        # What wait_for_landing saw when it found the batch complete: a file that
+        # changed since then is still being written (or was replaced).
+        want_size=$(jq -r --arg f "$f" '.[$f].bytes // empty' <<<"$inputs")
+        want_sha=$(jq -r --arg f "$f" '.[$f].sha256 // empty' <<<"$inputs")
+        if [ -n "$want_sha" ] && { [ "$want_size" != "$size" ] || [ "$want_sha" != "$sha" ]; }; then
+            die "$LANDING/$f changed after wait_for_landing found the batch complete ($want_size bytes," \
+                "sha256 $want_sha; now $size bytes, sha256 $sha): let the producer finish (it writes _READY" \
+                "last), then clear wait_for_landing"
+        fi
         # Write beside, check the size, then rename: raw never holds a partial file.
         put "$LANDING/$f" "$dest/.$f.part"
         got=$(length "$dest/.$f.part")
         [ "$got" = "$size" ] || die "$dest/$f: wrote $got bytes but $LANDING/$f has $size; nothing replaced"
         if exists "$dest/$f"; then delete "$dest/$f"; fi
         rename "$dest/.$f.part" "$dest/$f"
-        echo "ingested $LANDING/$f -> $dest/$f ($size bytes, verified)"
+        echo "ingested $LANDING/$f -> $dest/$f ($size bytes, sha256 $sha, verified)"
     done
+    # The manifest travels with the raw files: the job checks the sizes it reads
+    # against it and records it with its run.
+    if [ "$inputs" != '{}' ]; then
+        printf '%s\n' "$inputs" >"/tmp/inputs.$$"
+        put "/tmp/inputs.$$" "$dest/.inputs.json.part"
+        rm -f "/tmp/inputs.$$"
+        if exists "$dest/_inputs.json"; then delete "$dest/_inputs.json"; fi
+        rename "$dest/.inputs.json.part" "$dest/_inputs.json"
+    elif exists "$dest/_inputs.json"; then
+        delete "$dest/_inputs.json"   # an earlier ingest's manifest is not these files'
+    fi
     echo "$dest"
 }
 

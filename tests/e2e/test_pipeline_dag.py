@@ -15,6 +15,7 @@ off, so every run is one of these tests'):
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -451,12 +452,52 @@ def test_a_datanode_outage_during_spark_processing_is_retried(pipeline, stack):
     stack.health()
 
 
+def test_a_file_still_being_written_is_taken_only_once_complete(pipeline, tmp_path):
+    """A producer still copying transactions.csv when wait_for_landing pokes, and
+    writing no _READY marker: the sensor waits until both files have rested for
+    the settle time (60 s), then the run takes every row. The bytes and SHA-256
+    it saw travel with the run: ingest_raw checks them, raw/<batch>/_inputs.json
+    and the store's run row keep them."""
+    p = pipeline
+    b5 = f"{_D + dt.timedelta(days=2)}_a"   # after B3, before the abandoned batch
+    p.land(b5, seed=27)                  # the generator writes both files, then _READY
+    folder = p.landing / b5
+    tx = folder / "transactions.csv"
+    full = tx.read_bytes()
+    (folder / "_READY").unlink()
+    quarter = len(full) // 4
+    with open(tx, "r+b") as f:           # the producer has written a quarter so far
+        f.truncate(quarter)
+    run_id = p.trigger(b5)
+    deadline = time.monotonic() + 180
+    while p.tis(run_id)["wait_for_landing"]["state"] != "up_for_reschedule":
+        assert time.monotonic() < deadline, p.tis(run_id)["wait_for_landing"]
+        time.sleep(2)
+    for i in (2, 3, 4):                  # it goes on writing, in steps shorter than the settle time
+        time.sleep(20)
+        assert p.tis(run_id)["wait_for_landing"]["state"] != "success"
+        with open(tx, "ab") as f:
+            f.write(full[quarter * (i - 1): quarter * i if i < 4 else len(full)])
+    last_write = dt.datetime.now(dt.timezone.utc)
+    assert tx.read_bytes() == full
+    assert p.wait(run_id) == "success", p.explain(run_id)
+    sensed = dt.datetime.fromisoformat(p.tis(run_id)["wait_for_landing"]["end_date"].replace("Z", "+00:00"))
+    assert (sensed - last_write).total_seconds() >= 55, (sensed, last_write)
+    doc = check_partition(p, b5, tmp_path)   # every row: the generator's counts of the whole file
+    want = {"bytes": len(full), "sha256": hashlib.sha256(full).hexdigest()}
+    assert doc["inputs"]["transactions.csv"] == want
+    raw = json.loads(p.hdfs("-cat", f"/optasia/raw/{b5}/_inputs.json").stdout)
+    assert raw["transactions.csv"] == want and raw == doc["inputs"]
+    (inputs,) = p.sql("SELECT inputs FROM etl_batch_runs WHERE run_id = %s", doc["run_id"])[0]
+    assert inputs == doc["inputs"]
+
+
 def test_make_abandon_gives_up_a_failed_batch_so_later_ones_run(pipeline, stack):
     """A batch failed after staging blocks later ones until it is rerun or abandoned;
     `make abandon` undoes its store changes and unblocks the DAG (the demo run next
     goes through)."""
     p = pipeline
-    b4 = f"{_D + dt.timedelta(days=2)}_a"
+    b4 = f"{_D + dt.timedelta(days=2)}_b"
     p.land(b4, seed=26, dirty=0.9)
     run_id = p.trigger(b4)
     assert p.wait(run_id) == "failed"

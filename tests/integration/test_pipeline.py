@@ -249,6 +249,29 @@ def test_a_pending_record_keeps_every_character_through_the_store(job):
     assert (json.loads(record) if isinstance(record, str) else record) == fields
 
 
+def test_the_inputs_travel_with_the_run_and_a_changed_file_is_refused(job, area, spark_hdfs):
+    """The job records each input file's bytes (and the ingest's SHA-256) in
+    _metrics.json and its run row; a raw file whose size differs from the
+    ingest's manifest is refused before anything is read."""
+    fs = HadoopFs(spark_hdfs)
+    a = job.run("2024-03-01_a")
+    subs_bytes, tx_bytes = len(A_SUBS.encode()), len(A_TXS.encode())
+    want = {"subscribers.csv": {"bytes": subs_bytes}, "transactions.csv": {"bytes": tx_bytes}}
+    assert job.metrics_file("2024-03-01_a")["inputs"] == want
+    assert job.sql("SELECT inputs FROM etl_batch_runs WHERE run_id = %s", a.run_id)[0][0] == want
+    manifest = {"subscribers.csv": {"bytes": len(B_SUBS.encode()), "sha256": "ab" * 32},
+                "transactions.csv": {"bytes": len(B_TXS.encode()) - 1, "sha256": "cd" * 32}}
+    job.land("2024-03-01_b")
+    fs.write_text(f"{area['landing']}/2024-03-01_b/_inputs.json", json.dumps(manifest))
+    with pytest.raises(ContractError, match=r"transactions.csv has \d+ bytes but \d+ when the landing folder"):
+        job.run("2024-03-01_b", land=False)
+    assert job.sql("SELECT status FROM etl_batches WHERE batch_id = '2024-03-01_b'") == [("failed",)]
+    manifest["transactions.csv"]["bytes"] = len(B_TXS.encode())
+    fs.write_text(f"{area['landing']}/2024-03-01_b/_inputs.json", json.dumps(manifest))
+    job.run("2024-03-01_b", land=False)
+    assert job.metrics_file("2024-03-01_b")["inputs"] == manifest
+
+
 def test_rerun_of_older_batch_is_refused_unless_forced(job):
     job.run("2024-03-01_a")
     job.run("2024-03-01_b")

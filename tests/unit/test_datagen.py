@@ -420,7 +420,10 @@ def test_line_counts_and_no_extra_files(tmp_path, capsys):
     assert tx_bytes.count(b"\n") == 1500 + tx_empty
     assert sub_bytes.endswith(b"\n") and tx_bytes.endswith(b"\n")
     assert b"\r" not in tx_bytes.replace(b"\r\n", b"")
-    assert sorted(os.listdir(tmp_path / "2024-03-01_a")) == ["subscribers.csv", "transactions.csv"]
+    assert sorted(os.listdir(tmp_path / "2024-03-01_a")) == ["_READY", "subscribers.csv", "transactions.csv"]
+    folder = tmp_path / "2024-03-01_a"   # the marker is written last, after both files
+    assert (folder / "_READY").stat().st_mtime >= max((folder / f).stat().st_mtime
+                                                       for f in ("subscribers.csv", "transactions.csv"))
     assert s["subscribers"]["bytes"] == len(sub_bytes)
 
 
@@ -511,7 +514,7 @@ def test_replace_and_no_clobber(tmp_path, capsys):
     rc = exit_code(["--landing", str(tmp_path), "--batch-id", "2024-03-01_a", "--no-clobber"])
     assert rc == 2
     assert "already exists" in capsys.readouterr().err
-    assert sorted(os.listdir(tmp_path / "2024-03-01_a")) == ["subscribers.csv", "transactions.csv"]
+    assert sorted(os.listdir(tmp_path / "2024-03-01_a")) == ["_READY", "subscribers.csv", "transactions.csv"]
 
 
 @pytest.mark.parametrize("args, message", [
