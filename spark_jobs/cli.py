@@ -152,6 +152,17 @@ def main(argv=None) -> int:
     except OSError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        import psycopg
+
+        if not isinstance(exc, psycopg.OperationalError):
+            raise
+        # The store went away mid-run (restart, network): the run's apply is one
+        # transaction, so the store holds all of it or none; a retry settles it.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"ERROR: the store connection was lost mid-run ({first}); its apply is one transaction, all or nothing; "
+              "retry the run once PostgreSQL is back", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -464,6 +464,36 @@ def test_a_killed_run_ends_as_failed_when_the_next_run_takes_the_lock(job, store
     assert job.sql("SELECT status, published_run_id FROM etl_batches") == [("published", result.run_id)]
 
 
+def test_a_store_connection_lost_mid_run_exits_3_and_the_retry_applies_once(job, store_db, area):
+    """The store restarting under a running job (its sessions terminated, as a
+    PostgreSQL restart does): the job exits 3 (retry) saying the connection was
+    lost, nothing of it is applied, and the retry publishes the batch once."""
+    import time
+
+    job.land("2024-03-01_a")
+    env = {**os.environ, "PYTHONPATH": ROOT, "OPTASIA_DB_USER": store_db.user,
+           "OPTASIA_DB_PASSWORD": store_db.password}
+    proc = subprocess.Popen([sys.executable, "-m", "spark_jobs", "run", "--batch-id", "2024-03-01_a",
+                             "--input-uri", area["landing"], "--warehouse-uri", area["warehouse"],
+                             "--jdbc-url", store_db.jdbc_url, "--master", "local[1]"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not job.sql("SELECT 1 FROM etl_batch_runs WHERE status = 'running'"):
+        assert proc.poll() is None and time.monotonic() < deadline, "the job never started its run"
+        time.sleep(0.2)
+    # every session of the job: its lock connection included
+    job.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 3, err[-3000:]
+    assert "the store connection was lost mid-run" in err and "retry the run" in err, err[-3000:]
+    assert job.sql("SELECT status FROM etl_batches WHERE batch_id = '2024-03-01_a'") == [("new",)]
+    result = job.run("2024-03-01_a")
+    assert result.metrics == A_METRICS
+    assert [s for _, s in job.sql("SELECT run_id, status FROM etl_batch_runs ORDER BY run_id")] == [
+        "failed", "published"]
+
+
 def test_migrations_are_idempotent_and_guard_edits(store_db, monkeypatch):
     from spark_jobs import migrations
 
