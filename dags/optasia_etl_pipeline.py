@@ -11,7 +11,7 @@ the subscriber store in PostgreSQL and publishes Parquet into HDFS, every 12 h.
 | `wait_for_landing` | waits for a complete batch in `<landing>/<batch>/`: both files and the producer's `_READY` written after them, or both unchanged for `landing_settle_seconds`; their bytes and SHA-256 go to the XCom `inputs` (timeout: `landing_timeout_minutes`) | fails saying what it waited for |
 | `db_init` | the store's SQL migrations (idempotent) | retried |
 | `ingest_raw` | Bash over WebHDFS: the landing files into `<raw>/<batch>/`, checked against the sensor's bytes and SHA-256 before the copy and by size after it; the manifest as `_inputs.json` beside them | retried |
-| `spark_processing` | DockerOperator: the spark-job image on the shared network runs `stage` (validate, match, write staging, apply to the store as *staged*) | retried if transient; contract and order failures fail at once |
+| `spark_processing` | DockerOperator: the spark-job image on the shared network runs `stage` (validate, match, write staging, apply to the store as *staged*), once HDFS takes writes; a container an earlier try left (its worker died) is waited for and its result taken | retried if transient; contract, order and out-of-memory failures fail at once |
 | `quality_checks` | staged `_metrics.json` = the store's metrics, conservation laws, schema, reject ratio <= `reject_threshold` | fails at once, nothing published |
 | `hdfs_storage` | Bash over WebHDFS: one rename per partition into the warehouse, `_SUCCESS` and run id checked, store marked *published* | retried (safe to repeat) |
 | `cleanup` | teardown, runs after failures too: landing files archived and staging removed only after a publish; raw beyond `raw_retention_days` pruned | does not change the run's state |

@@ -312,6 +312,36 @@ class LandingSensor(BaseSensorOperator):
         return False
 
 
+def wait_for_writable_hdfs(s: dict, timeout: float = 600, poll: float = 5) -> str:
+    """Block until the NameNode answers, is active, out of safe mode and has a
+    live DataNode: after a NameNode restart it stays in safe mode until the
+    DataNodes have reported their blocks, and every write is refused until
+    then. Logs what it waits for; raises AirflowException (retried) after
+    ``timeout`` seconds."""
+    hdfs = webhdfs(s)
+    deadline, started, last = time.monotonic() + timeout, time.monotonic(), None
+    while True:
+        try:
+            state = hdfs.jmx("Hadoop:service=NameNode,name=NameNodeStatus").get("State")
+            safemode = hdfs.jmx("Hadoop:service=NameNode,name=NameNodeInfo").get("Safemode", "")
+            live = int(hdfs.jmx("Hadoop:service=NameNode,name=FSNamesystemState").get("NumLiveDataNodes", 0))
+            why = (f"the NameNode is {state}, not active" if state != "active"
+                   else f"the NameNode is in safe mode: {safemode}" if safemode
+                   else "HDFS has no live DataNode" if live < 1 else None)
+        except AirflowException as exc:
+            why = str(exc)
+        if why is None:
+            if last is not None:
+                log.info("HDFS writable again after %.0f s", time.monotonic() - started)
+            return "writable"
+        if time.monotonic() >= deadline:
+            raise AirflowException(f"HDFS not writable after {timeout:.0f} s (will retry): {why}")
+        if why != last:
+            log.info("waiting for HDFS (up to %.0f s more): %s", deadline - time.monotonic(), why)
+            last = why
+        time.sleep(poll)
+
+
 class HdfsBashOperator(BashOperator):
     """A Bash step of webhdfs.sh; its environment is filled at run time from the
     Variable, the Connections and the upstream XComs. With ``with_store`` the
@@ -338,6 +368,7 @@ class HdfsBashOperator(BashOperator):
             env.update(PGHOST=store.host, PGPORT=str(store.port or 5432), PGDATABASE=store.schema or "",
                        PGUSER=store.login or "", PGPASSWORD=store.password or "", PGCONNECT_TIMEOUT="10")
         self.env, self.append_env = env, False
+        wait_for_writable_hdfs(s)
         return super().execute(context)
 
 
@@ -347,11 +378,18 @@ class SparkJobOperator(DockerOperator):
     Image, network, memory, paths and the store's credentials come from the
     Variable and the store Connection at run time; the password travels as a
     private environment variable (not rendered, not logged).
+
+    Each container carries the labels ``optasia.batch_id``, ``optasia.task``
+    and ``optasia.dag_run``; a try first settles what earlier tries left
+    behind (``earlier_try``), so a retry never meets an orphaned container at
+    the batch lock and exactly one job applies the batch. A container killed
+    for memory fails the task at once, naming the settings to raise.
     """
 
     def __init__(self, *, job_command: str, **kwargs):
+        # Removed by execute() itself, after its state has been read.
         super().__init__(image="optasia/spark-job", command=None, mount_tmp_dir=False,
-                         auto_remove="force", tty=False, **kwargs)
+                         auto_remove="never", tty=False, **kwargs)
         self.job_command = job_command
 
     def job_args(self, s: dict, batch: str) -> list[str]:
@@ -369,6 +407,45 @@ class SparkJobOperator(DockerOperator):
         return args + ["--master", s.get("spark_master", "local[2]"),
                        "--driver-memory", s.get("spark_memory", "3g")]
 
+    def earlier_try(self, labels: dict) -> bool:
+        """Settle what earlier tries of this task and batch left behind.
+
+        When a Celery worker dies, its spark-job container goes on running and
+        Airflow retries the task elsewhere. This try waits for the latest such
+        container of its own DAG run: exit 0 means that job finished the batch,
+        and this try takes its result (True) rather than apply the batch again;
+        any other end means this try starts clean. Containers of other runs
+        are stopped. Every container found is removed.
+        """
+        found = self.cli.containers(all=True, filters={"label": [
+            f"optasia.batch_id={labels['optasia.batch_id']}", f"optasia.task={labels['optasia.task']}"]})
+        found.sort(key=lambda c: c.get("Created", 0), reverse=True)
+        finished, latest_seen = False, False
+        for c in found:
+            name = (c.get("Names") or [c["Id"][:12]])[0].lstrip("/")
+            same_run = (c.get("Labels") or {}).get("optasia.dag_run") == labels["optasia.dag_run"]
+            if same_run and not latest_seen:
+                latest_seen = True
+                if c.get("State") == "running":
+                    log.warning("container %s of an earlier try is still running (its worker went away): "
+                                "waiting for it to end", name)
+                    code = self.cli.wait(c["Id"])["StatusCode"]
+                else:
+                    code = self.cli.inspect_container(c["Id"])["State"]["ExitCode"]
+                tail = self.cli.logs(c["Id"], tail=15).decode(errors="replace").rstrip()
+                if code == 0:
+                    log.info("container %s of an earlier try finished the job (exit 0); this try takes its "
+                             "result instead of running it again. Its last lines:\n%s", name, tail)
+                    finished = True
+                else:
+                    log.warning("container %s of an earlier try ended with exit %s; this try starts clean. "
+                                "Its last lines:\n%s", name, code, tail)
+            elif c.get("State") == "running":
+                log.warning("stopping container %s, left running by an earlier try", name)
+                self.cli.stop(c["Id"], timeout=30)
+            self.cli.remove_container(c["Id"], force=True)
+        return finished
+
     def execute(self, context):
         s = settings()
         batch = batch_of(context)
@@ -379,13 +456,18 @@ class SparkJobOperator(DockerOperator):
         # HDFS simple auth: the job acts as the data owner of the optasia_hdfs Connection.
         self.environment = {"OPTASIA_DB_USER": store.login or "", "HADOOP_USER_NAME": hdfs_user(s), "TZ": "UTC"}
         self._private_environment = {"OPTASIA_DB_PASSWORD": store.password or ""}
-        # Driver heap + off-heap and Python workers: the container gets 1.5 GiB above the heap.
-        heap = _bytes(s.get("spark_memory", "3g"))
-        self.mem_limit = heap + 1536 * 2**20
+        # The driver heap, and above it the JVM's off-heap memory and Python's.
+        heap = _bytes(s.get("spark_memory", "3g"), "spark_memory")
+        self.mem_limit = heap + _bytes(s.get("spark_memory_overhead", "1536m"), "spark_memory_overhead")
         ti = context["ti"]
         self.container_name = (f"optasia-spark-{self.job_command}-{batch}-try{ti.try_number}-"
                                f"{os.urandom(3).hex()}").replace("_", "-")
         self.labels = {"optasia.batch_id": batch, "optasia.task": ti.task_id, "optasia.dag_run": ti.run_id}
+        self.container = None
+        if self.earlier_try(self.labels):
+            return None
+        if self.job_command != "db-init":
+            wait_for_writable_hdfs(s)
         log.info("starting %s: python -m spark_jobs %s", self.image, " ".join(self.command))
         try:
             return super().execute(context)
@@ -393,19 +475,45 @@ class SparkJobOperator(DockerOperator):
             m = re.search(r"'StatusCode': (\d+)", str(exc))
             code = int(m.group(1)) if m else -1
             reason = _last_error(exc.logs) or f"exit code {code}"
+            if self._oom_killed() or _java_out_of_memory(exc.logs):
+                raise AirflowFailException(
+                    f"spark-job {self.job_command} for batch {batch} ran out of memory (container limit "
+                    f"{self.mem_limit // 2**20} MiB = spark_memory {s.get('spark_memory', '3g')} + "
+                    f"spark_memory_overhead {s.get('spark_memory_overhead', '1536m')}; not retried, the same "
+                    "batch would run out again): raise airflow_pipeline_spark_memory (the driver heap) or "
+                    "airflow_pipeline_spark_memory_overhead in the inventory, run `make up`, then clear "
+                    f"spark_processing. Last words: {reason}") from None
             if code in FINAL_EXIT_CODES:
                 raise AirflowFailException(
                     f"spark-job {self.job_command} for batch {batch}: {FINAL_EXIT_CODES[code]} "
                     f"(exit {code}, not retried): {reason}") from None
             raise AirflowException(f"spark-job {self.job_command} for batch {batch} failed "
                                    f"(exit {code}, will retry): {reason}") from None
+        finally:
+            if self.container is not None:
+                try:
+                    self.cli.remove_container(self.container["Id"], force=True)
+                except Exception as exc:  # noqa: BLE001 - the next try clears it by its labels
+                    log.warning("could not remove container %s: %s", self.container_name, exc)
+
+    def _oom_killed(self) -> bool:
+        """Whether the kernel killed a process of this try's container for memory."""
+        try:
+            return bool(self.cli.inspect_container(self.container["Id"])["State"].get("OOMKilled"))
+        except Exception:  # noqa: BLE001 - no container, no verdict
+            return False
 
 
-def _bytes(size: str) -> int:
+def _bytes(size: str, name: str = "spark_memory") -> int:
     m = re.fullmatch(r"(\d+)([kmg]?)b?", str(size).strip().lower())
     if not m:
-        raise AirflowFailException(f"spark_memory {size!r} is not like 3g or 2048m")
+        raise AirflowFailException(f"{name} {size!r} is not like 3g or 2048m")
     return int(m.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[m.group(2)]
+
+
+def _java_out_of_memory(lines) -> bool:
+    return any(b"java.lang.OutOfMemoryError" in (ln if isinstance(ln, bytes) else str(ln).encode())
+               for ln in (lines or []))
 
 
 def _last_error(lines) -> str:

@@ -9,6 +9,10 @@ off, so every run is one of these tests'):
                     clean files landed and the run cleared -> published
   B3 DataNode stopped during spark_processing -> the task retries, the run succeeds
   B4 too dirty, `make abandon` -> store changes undone, the DAG unblocked
+  faults, one batch each: PostgreSQL restarted (during the job, during the
+  publish), scheduler and api-server restarted, the Celery worker SIGKILLed,
+  the NameNode restarted after ingest_raw, the job killed for memory -> each
+  published once with the contract's rows, the store applied once
   `make demo` -> today's half-day batch (~100k transactions), published, result printed
 """
 
@@ -27,7 +31,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.e2e.conftest import ROOT, api, run
+from tests.e2e.conftest import AIRFLOW, ROOT, api, run
 
 pytestmark = pytest.mark.e2e
 DAG = "optasia_etl_pipeline"
@@ -65,10 +69,21 @@ class Pipeline:
         return summary
 
     # --- Airflow -------------------------------------------------------------
-    def api(self, path, method="GET", body=None):
-        status, data = api(self.stack, path, method, body, token=self.token)
-        assert 200 <= status < 300, (path, status, data)
-        return data
+    def api(self, path, method="GET", body=None, patience: float = 120):
+        """A call that must succeed. A read answered 5xx or not at all is
+        asked again for up to ``patience`` seconds: the fault tests restart
+        the PostgreSQL that holds Airflow's own database, and the api-server."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                status, data = api(self.stack, path, method, body, token=self.token)
+            except OSError as exc:          # connection refused or reset while a service restarts
+                status, data = 0, str(exc)
+            if method == "GET" and (status >= 500 or status == 0) and time.monotonic() < deadline:
+                time.sleep(3)
+                continue
+            assert 200 <= status < 300, (path, status, data)
+            return data
 
     def trigger(self, batch: str) -> str:
         run_id = f"e2e_{batch}_{uuid.uuid4().hex[:6]}"
@@ -508,6 +523,201 @@ def test_make_abandon_gives_up_a_failed_batch_so_later_ones_run(pipeline, stack)
     tis = p.tis(run_id)
     assert (tis["quality_checks"]["state"], tis["hdfs_storage"]["state"]) == ("skipped", "skipped")
     assert (p.landing / b4 / "transactions.csv").exists()      # its files are kept
+
+
+# ----------------------------------------------------------------------------
+# services failing mid-run: the batch is published exactly once, or fails with a reason
+# ----------------------------------------------------------------------------
+
+_F = _D + dt.timedelta(days=3)          # after the abandoned batch, before the demo's
+F_PG, F_SCHED, F_WORKER, F_NN, F_OOM = f"{_F}_a", f"{_F}_b", f"{_F + dt.timedelta(days=1)}_a", \
+    f"{_F + dt.timedelta(days=1)}_b", f"{_F + dt.timedelta(days=2)}_a"
+
+
+def airflow_container(service: str) -> str:
+    out = run(["docker", "compose", "-p", AIRFLOW, "ps", "-q", service]).stdout.split()
+    assert out, f"no running {service} container"
+    return out[0]
+
+
+def job_containers(batch: str, all_states: bool = False) -> list[str]:
+    return run(["docker", "ps", *(["-a"] if all_states else []), "-q", "--filter", f"label=optasia.batch_id={batch}",
+                "--filter", "label=optasia.task=spark_processing"]).stdout.split()
+
+
+def wait_until(what: str, check, p: Pipeline, run_id: str, timeout: float = 600, every: float = 1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        assert p.state(run_id) not in ("success", "failed"), f"run ended before {what}: {p.explain(run_id)}"
+        time.sleep(every)
+    raise AssertionError(f"never {what} within {timeout:.0f}s: {p.tis(run_id)}")
+
+
+def subscriber_count(p: Pipeline) -> int:
+    try:
+        return p.sql("SELECT count(*) FROM subscribers")[0][0]
+    except psycopg.errors.UndefinedTable:      # a store db_init has not created yet
+        return 0
+
+
+def store_runs(p: Pipeline, batch: str) -> list[tuple]:
+    try:
+        return p.sql("SELECT run_id, status, coalesce(error, '') FROM etl_batch_runs WHERE batch_id = %s "
+                     "ORDER BY run_id", batch)
+    except psycopg.errors.UndefinedTable:      # before db_init's first run
+        return []
+
+
+def check_fault_outcome(p: Pipeline, batch: str, subscribers_before: int, tmp_path: Path) -> dict:
+    """What every fault test asks: the batch published once with the rows and
+    rejects the contract gives for its files (the generator's counts), and the
+    store holding it applied exactly once."""
+    doc = check_partition(p, batch, tmp_path)
+    m = doc["metrics"]
+    assert subscriber_count(p) - subscribers_before == m["subscribers_inserted"]
+    (active, distinct), = p.sql("SELECT count(*), count(DISTINCT (ts, sub_id, amount, channel)) "
+                                "FROM pending_transactions WHERE removed_batch_id IS NULL")
+    assert active == distinct == m["pending_out"]
+    published = [r for r in store_runs(p, batch) if r[1] == "published"]
+    assert [r[0] for r in published] == [doc["run_id"]], store_runs(p, batch)
+    assert job_containers(batch, all_states=True) == []     # no job container left behind
+    return doc
+
+
+def test_postgres_restarted_while_the_job_runs_and_while_the_publish_is_recorded(pipeline, stack, tmp_path):
+    """The store restarted twice in one run: while spark_processing holds the
+    batch lock (the job dies with its connection; the retry ends that run as
+    failed and applies the batch once), and while hdfs_storage's
+    etl_mark_published waits on a row lock (the retry finds the partitions
+    already moved and records the publish)."""
+    p = pipeline
+    p.land(F_PG, seed=31)
+    before = subscriber_count(p)
+    run_id = p.trigger(F_PG)
+    wait_until("the job's run row", lambda: [r for r in store_runs(p, F_PG) if r[1] == "running"], p, run_id,
+               every=0.5)
+    stack.compose("restart", "-t", "10", "postgres")
+    wait_until("spark_processing succeeded", lambda: p.tis(run_id)["spark_processing"]["state"] == "success",
+               p, run_id, timeout=900, every=2)
+    ep = stack.endpoints()
+    lock = psycopg.connect(host="127.0.0.1", port=int(ep["postgres_port"]), dbname="optasia", user="optasia",
+                           password=stack.secret("postgres_store_password"))
+    try:
+        lock.execute("SELECT 1 FROM etl_batches WHERE batch_id = %s FOR UPDATE", (F_PG,))   # holds the row
+        wait_until("etl_mark_published waiting on the row lock", lambda: p.sql(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+            "%etl_mark_published%"), p, run_id, timeout=300, every=0.5)
+        stack.compose("restart", "-t", "10", "postgres")
+    finally:
+        lock.close()
+    assert p.wait(run_id, timeout=900) == "success", p.explain(run_id)
+    tis = p.tis(run_id)
+    assert tis["spark_processing"]["try_number"] >= 2 and tis["hdfs_storage"]["try_number"] >= 2, tis
+    assert "could not record the publish" in p.log(run_id, "hdfs_storage", 1)
+    assert "already moved by an earlier try" in p.log(run_id, "hdfs_storage", tis["hdfs_storage"]["try_number"])
+    runs = store_runs(p, F_PG)
+    assert [r[1] for r in runs] == ["failed", "published"], runs   # the lost run ended, one applied
+    assert "process ended without finishing" in runs[0][2]
+    check_fault_outcome(p, F_PG, before, tmp_path)
+    stack.health()
+
+
+def test_scheduler_and_api_server_restarted_mid_run(pipeline, stack, tmp_path):
+    """Both restarted while spark_processing runs: the run goes on, each stage
+    runs once, one job applies the batch."""
+    p = pipeline
+    p.land(F_SCHED, seed=32)
+    before = subscriber_count(p)
+    run_id = p.trigger(F_SCHED)
+    wait_until("the spark-job container up", lambda: job_containers(F_SCHED), p, run_id)
+    run(["docker", "restart", "-t", "30", airflow_container("airflow-scheduler")])
+    run(["docker", "restart", "-t", "30", airflow_container("airflow-api-server")])
+    p.api("/api/v2/version", patience=300)          # the API answers again
+    assert p.wait(run_id, timeout=900) == "success", p.explain(run_id)
+    tis = p.tis(run_id)
+    assert {t: tis[t]["try_number"] for t in STAGES} == {t: 1 for t in STAGES}
+    assert [r[1] for r in store_runs(p, F_SCHED)] == ["published"]
+    check_fault_outcome(p, F_SCHED, before, tmp_path)
+    stack.health()
+
+
+def test_a_killed_worker_s_job_is_waited_for_not_run_twice(pipeline, stack, tmp_path):
+    """The Celery worker's container SIGKILLed while its spark-job container
+    runs (the engine restarts the worker; the job container goes on). The
+    scheduler retries the lost task after the heartbeat timeout; the retry
+    finds the orphan by its labels, waits for it and takes its result: one job
+    applied the batch, and no container is left."""
+    p = pipeline
+    p.land(F_WORKER, seed=33)
+    before = subscriber_count(p)
+    run_id = p.trigger(F_WORKER)
+    (orphan,) = wait_until("the spark-job container up", lambda: job_containers(F_WORKER), p, run_id)
+    worker = airflow_container("airflow-worker")
+    pid = run(["docker", "inspect", "-f", "{{.State.Pid}}", worker]).stdout.strip()
+    run(["kill", "-KILL", pid])                # a crash, not a stop: the restart policy brings it back
+    assert job_containers(F_WORKER) == [orphan]          # the job goes on without its worker
+    assert p.wait(run_id, timeout=1200) == "success", p.explain(run_id)
+    tis = p.tis(run_id)
+    n = tis["spark_processing"]["try_number"]
+    assert n >= 2, tis["spark_processing"]
+    retry_log = p.log(run_id, "spark_processing", n)
+    assert "of an earlier try" in retry_log and "finished the job (exit 0)" in retry_log, retry_log[-3000:]
+    assert [r[1] for r in store_runs(p, F_WORKER)] == ["published"]   # exactly one job applied it
+    check_fault_outcome(p, F_WORKER, before, tmp_path)
+    stack.health()
+
+
+def test_a_namenode_restarted_before_spark_processing_is_waited_out(pipeline, stack, tmp_path):
+    """The NameNode restarted right after ingest_raw: it comes back in safe
+    mode; the stages wait until HDFS takes writes again (or retry) and the run
+    succeeds."""
+    p = pipeline
+    p.land(F_NN, seed=34)
+    before = subscriber_count(p)
+    run_id = p.trigger(F_NN)
+    wait_until("ingest_raw succeeded", lambda: p.tis(run_id)["ingest_raw"]["state"] == "success", p, run_id,
+               every=0.5)
+    stack.compose("restart", "-t", "10", "namenode")
+    assert p.wait(run_id, timeout=1200) == "success", p.explain(run_id)
+    tis = p.tis(run_id)
+    logs = "".join(p.log(run_id, t, n) for t in ("spark_processing", "quality_checks", "hdfs_storage")
+                   for n in range(1, tis[t]["try_number"] + 1))
+    assert "waiting for HDFS" in logs or tis["spark_processing"]["try_number"] >= 2, tis
+    check_fault_outcome(p, F_NN, before, tmp_path)
+    stack.health()
+
+
+def test_a_job_killed_for_memory_fails_once_saying_which_setting_to_raise(pipeline, stack, tmp_path):
+    """A spark_memory_overhead far too small for the job: the kernel kills the
+    container's JVM; spark_processing fails at once (no retry loop of the same
+    OOM) naming the settings; nothing is published; with the memory back the
+    cleared run publishes."""
+    p = pipeline
+    p.land(F_OOM, seed=35)
+    before = subscriber_count(p)
+    var = p.api("/api/v2/variables/optasia_pipeline")
+    settings = json.loads(var["value"])
+    small = {**settings, "spark_memory": "512m", "spark_memory_overhead": "0m"}
+    p.api("/api/v2/variables/optasia_pipeline", "PATCH", {"key": "optasia_pipeline", "value": json.dumps(small)})
+    try:
+        run_id = p.trigger(F_OOM)
+        assert p.wait(run_id) == "failed"
+    finally:
+        p.api("/api/v2/variables/optasia_pipeline", "PATCH", {"key": "optasia_pipeline", "value": var["value"]})
+    ti = p.tis(run_id)["spark_processing"]
+    assert (ti["state"], ti["try_number"]) == ("failed", 1), ti
+    log = p.log(run_id, "spark_processing", 1)
+    assert "ran out of memory" in log and "airflow_pipeline_spark_memory" in log, log[-3000:]
+    assert p.hdfs("-test", "-e", f"/optasia/warehouse/transactions/batch_id={F_OOM}", check=False).returncode != 0
+    p.clear(run_id)
+    time.sleep(5)
+    assert p.wait(run_id) == "success", p.explain(run_id)
+    runs = store_runs(p, F_OOM)
+    assert [r[1] for r in runs] == ["failed", "published"], runs
+    check_fault_outcome(p, F_OOM, before, tmp_path)
 
 
 def test_make_demo_runs_a_sample_batch_end_to_end(stack):
