@@ -66,6 +66,11 @@ admin-password: ## print the Airflow UI password of user admin
 	@cat $(OPTASIA_HOME)/secrets/airflow_admin_password 2>/dev/null && echo || \
 	  { echo "no password yet: run make up" >&2; exit 1; }
 
+.PHONY: viewer-password
+viewer-password: ## print the Airflow UI password of user viewer (sees runs and logs, changes nothing)
+	@cat $(OPTASIA_HOME)/secrets/airflow_viewer_password 2>/dev/null && echo || \
+	  { echo "no password yet: run make up" >&2; exit 1; }
+
 .PHONY: down
 down: deps ## stop both stacks, keep data
 	$(VENV)/bin/ansible-playbook ansible/teardown.yml $(ANSIBLE_ARGS)

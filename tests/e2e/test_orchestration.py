@@ -81,6 +81,58 @@ def test_a_test_email_reaches_a_real_smtp_server(stack, token, mailbox):
     assert "ops@example.com" in text and "From: airflow@optasia.local" in text
 
 
+def test_the_viewer_login_sees_runs_and_logs_but_changes_nothing(stack, token):
+    """The read-only login: generated password (0600, `make viewer-password`),
+    runs, task logs and the Batches page readable; trigger, clear and edits of
+    Variables and Connections refused, and nothing changed."""
+    import stat
+    import subprocess
+
+    path = Path(stack.home, "secrets", "airflow_viewer_password")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(stack.secret("airflow_viewer_password")) >= 24
+    out = subprocess.run(["make", "-s", "--no-print-directory", "viewer-password"], capture_output=True, text=True,
+                         env={**os.environ, "OPTASIA_HOME": stack.home}, check=True).stdout
+    assert out.strip() == stack.secret("airflow_viewer_password") != stack.secret("airflow_admin_password")
+    status, body = api(stack, "/auth/token", "POST",
+                       {"username": "viewer", "password": stack.secret("airflow_viewer_password")})
+    assert status in (200, 201), body
+    viewer = body["access_token"]
+    # it can look: runs (the alert test's, above), a task's log, the Batches page's data
+    dag = "optasia_alert_test"
+    status, runs = api(stack, f"/api/v2/dags/{dag}/dagRuns?limit=5", token=viewer)
+    assert status == 200 and runs["dag_runs"], runs
+    run_id = runs["dag_runs"][0]["dag_run_id"]
+    status, tis = api(stack, f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances", token=viewer)
+    assert status == 200 and tis["task_instances"], tis
+    task = tis["task_instances"][0]["task_id"]
+    status, log = api(stack, f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances/{task}/logs/1?full_content=true",
+                      token=viewer)
+    assert status == 200 and log, log
+    status, _ = api(stack, "/optasia-batches/api/batches", token=viewer)
+    assert status == 200
+    # it cannot change anything
+    _, var_before = api(stack, "/api/v2/variables/optasia_pipeline", token=token)
+    _, runs_before = api(stack, f"/api/v2/dags/{dag}/dagRuns?limit=100", token=token)
+    refused = {
+        "trigger": api(stack, f"/api/v2/dags/{dag}/dagRuns", "POST", {"logical_date": None}, token=viewer)[0],
+        "clear": api(stack, f"/api/v2/dags/{dag}/dagRuns/{run_id}/clear", "POST", {"dry_run": False},
+                     token=viewer)[0],
+        "pause": api(stack, f"/api/v2/dags/{dag}", "PATCH", {"is_paused": True}, token=viewer)[0],
+        "edit variable": api(stack, "/api/v2/variables/optasia_pipeline", "PATCH",
+                             {"key": "optasia_pipeline", "value": "{}"}, token=viewer)[0],
+        "add variable": api(stack, "/api/v2/variables", "POST", {"key": "x", "value": "y"}, token=viewer)[0],
+        "edit connection": api(stack, "/api/v2/connections/optasia_store", "PATCH",
+                               {"connection_id": "optasia_store", "conn_type": "postgres", "host": "elsewhere"},
+                               token=viewer)[0],
+    }
+    assert refused == {k: 403 for k in refused}, refused
+    assert api(stack, "/api/v2/variables/optasia_pipeline", token=token)[1] == var_before
+    assert api(stack, f"/api/v2/dags/{dag}/dagRuns?limit=100", token=token)[1]["total_entries"] == \
+        runs_before["total_entries"]
+    _, conn = api(stack, "/api/v2/connections/optasia_store", token=token)
+    assert conn["host"] == "postgres"
+
+
 def test_a_real_browser_logs_into_the_ui(stack):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "airflow-ui.png"

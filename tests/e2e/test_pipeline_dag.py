@@ -10,8 +10,9 @@ off, so every run is one of these tests'):
   B3 DataNode stopped during spark_processing -> the task retries, the run succeeds
   B4 too dirty, `make abandon` -> store changes undone, the DAG unblocked
   faults, one batch each: PostgreSQL restarted (during the job, during the
-  publish), scheduler and api-server restarted, the Celery worker SIGKILLed,
-  the NameNode restarted after ingest_raw, the job killed for memory -> each
+  publish), scheduler and api-server restarted, the Celery worker SIGKILLed
+  and restarted, the NameNode restarted after ingest_raw, the job killed for
+  memory -> each
   published once with the contract's rows, the store applied once
   `make demo` -> today's half-day batch (~100k transactions), published, result printed
 """
@@ -530,8 +531,8 @@ def test_make_abandon_gives_up_a_failed_batch_so_later_ones_run(pipeline, stack)
 # ----------------------------------------------------------------------------
 
 _F = _D + dt.timedelta(days=3)          # after the abandoned batch, before the demo's
-F_PG, F_SCHED, F_WORKER, F_NN, F_OOM = f"{_F}_a", f"{_F}_b", f"{_F + dt.timedelta(days=1)}_a", \
-    f"{_F + dt.timedelta(days=1)}_b", f"{_F + dt.timedelta(days=2)}_a"
+# In the order the tests run (batches go strictly in order).
+F_PG, F_SCHED, F_WORKER, F_WARM, F_NN, F_OOM = (f"{_F + dt.timedelta(days=i // 2)}_{'ab'[i % 2]}" for i in range(6))
 
 
 def airflow_container(service: str) -> str:
@@ -667,6 +668,24 @@ def test_a_killed_worker_s_job_is_waited_for_not_run_twice(pipeline, stack, tmp_
     assert "of an earlier try" in retry_log and "finished the job (exit 0)" in retry_log, retry_log[-3000:]
     assert [r[1] for r in store_runs(p, F_WORKER)] == ["published"]   # exactly one job applied it
     check_fault_outcome(p, F_WORKER, before, tmp_path)
+    stack.health()
+
+
+def test_a_worker_restarted_normally_mid_job_applies_the_batch_once(pipeline, stack, tmp_path):
+    """`docker restart` of the worker (warm shutdown, then the engine's stop
+    timeout) while the spark-job container runs: however the try ends, the run
+    succeeds, one job's run is the published one (any other ended failed) and
+    no container is left."""
+    p = pipeline
+    p.land(F_WARM, seed=36)
+    before = subscriber_count(p)
+    run_id = p.trigger(F_WARM)
+    wait_until("the spark-job container up", lambda: job_containers(F_WARM), p, run_id)
+    run(["docker", "restart", airflow_container("airflow-worker")])
+    assert p.wait(run_id, timeout=1200) == "success", p.explain(run_id)
+    statuses = [r[1] for r in store_runs(p, F_WARM)]
+    assert statuses[-1] == "published" and set(statuses[:-1]) <= {"failed"}, statuses
+    check_fault_outcome(p, F_WARM, before, tmp_path)
     stack.health()
 
 
