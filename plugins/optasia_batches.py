@@ -75,7 +75,10 @@ def _store_rows(limit: int) -> list[tuple]:
     c = Connection.get_connection_from_secrets(conn_id)
     with psycopg.connect(host=c.host, port=c.port or 5432, user=c.login, password=c.password,
                          dbname=c.schema, connect_timeout=10) as conn:
-        return conn.execute(BATCHES_SQL, (limit,)).fetchall()
+        try:
+            return conn.execute(BATCHES_SQL, (limit,)).fetchall()
+        except psycopg.errors.UndefinedTable:   # a fresh install: no run has created the store yet
+            return []
 
 
 def _runs_by_batch() -> dict[str, str]:
