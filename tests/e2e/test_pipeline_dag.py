@@ -8,12 +8,12 @@ off, so every run is one of these tests'):
   B2 too dirty   -> fails at quality_checks, nothing published, alert e-mail;
                     clean files landed and the run cleared -> published
   B3 DataNode stopped during spark_processing -> the task retries, the run succeeds
-  B4 too dirty, `make abandon` -> store changes undone, the DAG unblocked
   faults, one batch each: PostgreSQL restarted (during the job, during the
   publish), scheduler and api-server restarted, the Celery worker SIGKILLed
   and restarted, the NameNode restarted after ingest_raw, the job killed for
-  memory -> each
-  published once with the contract's rows, the store applied once
+  memory -> each published once with the contract's rows, the store applied once
+  a file still being written -> taken only once complete
+  B4 too dirty, `make abandon` -> store changes undone, the DAG unblocked
   `make demo` -> today's half-day batch (~100k transactions), published, result printed
 """
 
@@ -468,69 +468,11 @@ def test_a_datanode_outage_during_spark_processing_is_retried(pipeline, stack):
     stack.health()
 
 
-def test_a_file_still_being_written_is_taken_only_once_complete(pipeline, tmp_path):
-    """A producer still copying transactions.csv when wait_for_landing pokes, and
-    writing no _READY marker: the sensor waits until both files have rested for
-    the settle time (60 s), then the run takes every row. The bytes and SHA-256
-    it saw travel with the run: ingest_raw checks them, raw/<batch>/_inputs.json
-    and the store's run row keep them."""
-    p = pipeline
-    b5 = f"{_D + dt.timedelta(days=2)}_a"   # after B3, before the abandoned batch
-    p.land(b5, seed=27)                  # the generator writes both files, then _READY
-    folder = p.landing / b5
-    tx = folder / "transactions.csv"
-    full = tx.read_bytes()
-    (folder / "_READY").unlink()
-    quarter = len(full) // 4
-    with open(tx, "r+b") as f:           # the producer has written a quarter so far
-        f.truncate(quarter)
-    run_id = p.trigger(b5)
-    deadline = time.monotonic() + 180
-    while p.tis(run_id)["wait_for_landing"]["state"] != "up_for_reschedule":
-        assert time.monotonic() < deadline, p.tis(run_id)["wait_for_landing"]
-        time.sleep(2)
-    for i in (2, 3, 4):                  # it goes on writing, in steps shorter than the settle time
-        time.sleep(20)
-        assert p.tis(run_id)["wait_for_landing"]["state"] != "success"
-        with open(tx, "ab") as f:
-            f.write(full[quarter * (i - 1): quarter * i if i < 4 else len(full)])
-    last_write = dt.datetime.now(dt.timezone.utc)
-    assert tx.read_bytes() == full
-    assert p.wait(run_id) == "success", p.explain(run_id)
-    sensed = dt.datetime.fromisoformat(p.tis(run_id)["wait_for_landing"]["end_date"].replace("Z", "+00:00"))
-    assert (sensed - last_write).total_seconds() >= 55, (sensed, last_write)
-    doc = check_partition(p, b5, tmp_path)   # every row: the generator's counts of the whole file
-    want = {"bytes": len(full), "sha256": hashlib.sha256(full).hexdigest()}
-    assert doc["inputs"]["transactions.csv"] == want
-    raw = json.loads(p.hdfs("-cat", f"/optasia/raw/{b5}/_inputs.json").stdout)
-    assert raw["transactions.csv"] == want and raw == doc["inputs"]
-    (inputs,) = p.sql("SELECT inputs FROM etl_batch_runs WHERE run_id = %s", doc["run_id"])[0]
-    assert inputs == doc["inputs"]
-
-
-def test_make_abandon_gives_up_a_failed_batch_so_later_ones_run(pipeline, stack):
-    """A batch failed after staging blocks later ones until it is rerun or abandoned;
-    `make abandon` undoes its store changes and unblocks the DAG (the demo run next
-    goes through)."""
-    p = pipeline
-    b4 = f"{_D + dt.timedelta(days=2)}_b"
-    p.land(b4, seed=26, dirty=0.9)
-    run_id = p.trigger(b4)
-    assert p.wait(run_id) == "failed"
-    assert p.sql("SELECT status FROM etl_batches WHERE batch_id = %s", b4) == [("staged",)]
-    out = run(["make", "--no-print-directory", "abandon", f"BATCH={b4}"], env={"OPTASIA_HOME": stack.home}).stdout
-    assert f"batch {b4} abandoned; later batches can run" in out
-    assert p.sql("SELECT status FROM etl_batches WHERE batch_id = %s", b4) == [("abandoned",)]
-    tis = p.tis(run_id)
-    assert (tis["quality_checks"]["state"], tis["hdfs_storage"]["state"]) == ("skipped", "skipped")
-    assert (p.landing / b4 / "transactions.csv").exists()      # its files are kept
-
-
 # ----------------------------------------------------------------------------
 # services failing mid-run: the batch is published exactly once, or fails with a reason
 # ----------------------------------------------------------------------------
 
-_F = _D + dt.timedelta(days=3)          # after the abandoned batch, before the demo's
+_F = _D + dt.timedelta(days=2)          # after B3; the landing and abandon batches come after these
 # In the order the tests run (batches go strictly in order).
 F_PG, F_SCHED, F_WORKER, F_WARM, F_NN, F_OOM = (f"{_F + dt.timedelta(days=i // 2)}_{'ab'[i % 2]}" for i in range(6))
 
@@ -737,6 +679,69 @@ def test_a_job_killed_for_memory_fails_once_saying_which_setting_to_raise(pipeli
     runs = store_runs(p, F_OOM)
     assert [r[1] for r in runs] == ["failed", "published"], runs
     check_fault_outcome(p, F_OOM, before, tmp_path)
+
+
+# ----------------------------------------------------------------------------
+# landing and abandoning (the abandoned batch's subscribers never reach the store,
+# so the generator's counts hold for no batch after it: these come last)
+# ----------------------------------------------------------------------------
+
+def test_a_file_still_being_written_is_taken_only_once_complete(pipeline, tmp_path):
+    """A producer still copying transactions.csv when wait_for_landing pokes, and
+    writing no _READY marker: the sensor waits until both files have rested for
+    the settle time (60 s), then the run takes every row. The bytes and SHA-256
+    it saw travel with the run: ingest_raw checks them, raw/<batch>/_inputs.json
+    and the store's run row keep them."""
+    p = pipeline
+    b5 = f"{_D + dt.timedelta(days=5)}_a"   # after the fault batches, before the abandoned one
+    p.land(b5, seed=27)                  # the generator writes both files, then _READY
+    folder = p.landing / b5
+    tx = folder / "transactions.csv"
+    full = tx.read_bytes()
+    (folder / "_READY").unlink()
+    quarter = len(full) // 4
+    with open(tx, "r+b") as f:           # the producer has written a quarter so far
+        f.truncate(quarter)
+    run_id = p.trigger(b5)
+    deadline = time.monotonic() + 180
+    while p.tis(run_id)["wait_for_landing"]["state"] != "up_for_reschedule":
+        assert time.monotonic() < deadline, p.tis(run_id)["wait_for_landing"]
+        time.sleep(2)
+    for i in (2, 3, 4):                  # it goes on writing, in steps shorter than the settle time
+        time.sleep(20)
+        assert p.tis(run_id)["wait_for_landing"]["state"] != "success"
+        with open(tx, "ab") as f:
+            f.write(full[quarter * (i - 1): quarter * i if i < 4 else len(full)])
+    last_write = dt.datetime.now(dt.timezone.utc)
+    assert tx.read_bytes() == full
+    assert p.wait(run_id) == "success", p.explain(run_id)
+    sensed = dt.datetime.fromisoformat(p.tis(run_id)["wait_for_landing"]["end_date"].replace("Z", "+00:00"))
+    assert (sensed - last_write).total_seconds() >= 55, (sensed, last_write)
+    doc = check_partition(p, b5, tmp_path)   # every row: the generator's counts of the whole file
+    want = {"bytes": len(full), "sha256": hashlib.sha256(full).hexdigest()}
+    assert doc["inputs"]["transactions.csv"] == want
+    raw = json.loads(p.hdfs("-cat", f"/optasia/raw/{b5}/_inputs.json").stdout)
+    assert raw["transactions.csv"] == want and raw == doc["inputs"]
+    (inputs,) = p.sql("SELECT inputs FROM etl_batch_runs WHERE run_id = %s", doc["run_id"])[0]
+    assert inputs == doc["inputs"]
+
+
+def test_make_abandon_gives_up_a_failed_batch_so_later_ones_run(pipeline, stack):
+    """A batch failed after staging blocks later ones until it is rerun or abandoned;
+    `make abandon` undoes its store changes and unblocks the DAG (the demo run next
+    goes through)."""
+    p = pipeline
+    b4 = f"{_D + dt.timedelta(days=5)}_b"
+    p.land(b4, seed=26, dirty=0.9)
+    run_id = p.trigger(b4)
+    assert p.wait(run_id) == "failed"
+    assert p.sql("SELECT status FROM etl_batches WHERE batch_id = %s", b4) == [("staged",)]
+    out = run(["make", "--no-print-directory", "abandon", f"BATCH={b4}"], env={"OPTASIA_HOME": stack.home}).stdout
+    assert f"batch {b4} abandoned; later batches can run" in out
+    assert p.sql("SELECT status FROM etl_batches WHERE batch_id = %s", b4) == [("abandoned",)]
+    tis = p.tis(run_id)
+    assert (tis["quality_checks"]["state"], tis["hdfs_storage"]["state"]) == ("skipped", "skipped")
+    assert (p.landing / b4 / "transactions.csv").exists()      # its files are kept
 
 
 def test_make_demo_runs_a_sample_batch_end_to_end(stack):
