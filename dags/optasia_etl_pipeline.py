@@ -55,7 +55,7 @@ with DAG(
     dagrun_timeout=dt.timedelta(hours=11),
     tags=["optasia", "etl"],
     doc_md=__doc__,
-    params={"batch_id": Param(None, type=["null", "string"], pattern=r"^\d{4}-\d{2}-\d{2}_[ab]$",
+    params={"batch_id": Param(None, type=["null", "string"], pattern=tasks.BATCH_PATTERN,
                               description="process this batch instead of the logical date's (YYYY-MM-DD_a|b)")},
     default_args={
         "owner": "optasia",

@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -25,10 +24,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from spark_jobs.config import ConfigError, batch_id_for, parse_batch_id
+
 HOME = Path(os.environ.get("OPTASIA_HOME", "/opt/optasia"))
 ROOT = Path(__file__).resolve().parents[1]
 DAG = "optasia_etl_pipeline"
-BATCH_RE = re.compile(r"^\d{4}-\d{2}-\d{2}_[ab]$")
 STATE_STAGES = ("spark_processing", "quality_checks", "hdfs_storage")   # depends_on_past
 AIRFLOW_UID = 50000   # the worker's user: it archives the landing folder after a publish
 
@@ -126,13 +126,11 @@ def batch_of_run(r: dict) -> str | None:
     when = r.get("logical_date") or r.get("run_after")
     if not when:
         return None
-    d = dt.datetime.fromisoformat(when.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
-    return f"{d:%Y-%m-%d}_{'a' if d.hour < 12 else 'b'}"
+    return batch_id_for(dt.datetime.fromisoformat(when.replace("Z", "+00:00")))
 
 
 def current_batch() -> str:
-    now = dt.datetime.now(dt.timezone.utc)
-    return f"{now:%Y-%m-%d}_{'a' if now.hour < 12 else 'b'}"
+    return batch_id_for(dt.datetime.now(dt.timezone.utc))
 
 
 def spec() -> dict:
@@ -245,6 +243,24 @@ def start_or_follow(af: Airflow, batch: str) -> str:
     return run_id
 
 
+def refuse_behind_a_stuck_run(af: Airflow, batch: str):
+    """Runs go one at a time: a run for another batch that is waiting for its
+    files holds the queue, and a new run would wait behind it for hours
+    (`landing_timeout_minutes`). Say so and change nothing."""
+    landing = settings()["host_landing_dir"]
+    for r in af.runs("queued", "running"):
+        other = batch_of_run(r)
+        if other == batch:
+            continue
+        ti = af.tasks(r["dag_run_id"]).get("wait_for_landing") or {}
+        if ti.get("state") in ("up_for_reschedule", "running"):
+            url = f"{af.base}/dags/{DAG}/runs/{urllib.parse.quote(r['dag_run_id'], safe='')}"
+            die(f"run {r['dag_run_id']} is waiting for batch {other}'s files in {landing}/{other}/ "
+                f"(since {ti.get('start_date') or r.get('start_date')}), and runs go one at a time: batch {batch} "
+                f"would wait behind it. Land that batch (subscribers.csv, transactions.csv, then _READY), or give "
+                f"it up: mark the run failed ({url}) and `make abandon BATCH={other}`. Nothing was changed.")
+
+
 def abandon(batch: str) -> int:
     s = settings()
     store = spec()["connections"][s["store_conn_id"]]
@@ -291,12 +307,17 @@ def main(argv=None) -> int:
         p.add_argument("--timeout", type=float, default=3600, help="seconds to follow the run")
     args = ap.parse_args(argv)
 
-    if args.command in ("run", "abandon") and not BATCH_RE.match(args.batch):
-        die(f"BATCH={args.batch!r} is not YYYY-MM-DD_a or YYYY-MM-DD_b")
+    if args.command in ("run", "abandon"):
+        try:
+            parse_batch_id(args.batch)
+        except ConfigError as exc:
+            die(f"BATCH={args.batch!r}: {exc}; nothing was changed", 2)
     if args.command == "abandon":
         return abandon(args.batch)
+    af = Airflow()
     if args.command == "demo":
         batch = current_batch()
+        refuse_behind_a_stuck_run(af, batch)
         summary = land(batch, args.transactions, args.seed)
         exp = summary["expected"]["transactions"]
         say(f"landed: {summary['expected']['subscribers']['input']:,} subscriber rows, {exp['input']:,} "
@@ -306,7 +327,7 @@ def main(argv=None) -> int:
         landing = Path(settings()["host_landing_dir"])
         if not any((d / batch / "transactions.csv").is_file() for d in (landing, landing / "_archive")):
             die(f"batch {batch} has no files in {landing}/{batch}/ (subscribers.csv, transactions.csv)")
-    af = Airflow()
+        refuse_behind_a_stuck_run(af, batch)
     run_id = start_or_follow(af, batch)
     return report(af, run_id, batch, follow(af, run_id, args.timeout))
 

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -33,6 +34,13 @@ log = logging.getLogger(__name__)
 
 SETTINGS_VARIABLE = "optasia_pipeline"
 BATCH_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})_([ab])$")
+# The same, and the date a real one (leap years included): the DAG's batch_id
+# Param has this pattern, so a trigger naming 2023-02-30_a is refused (HTTP 400,
+# the UI's form says why) before a run exists.
+_MONTH_DAY = (r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)"
+              r"|02-(?:0[1-9]|1\d|2[0-8]))")
+_LEAP_YEAR = r"(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)"
+BATCH_PATTERN = rf"^(?!0000)(?:\d{{4}}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)_[ab]$"
 WEBHDFS_SCRIPT = str(Path(__file__).with_name("webhdfs.sh"))
 INPUT_FILES = ("subscribers.csv", "transactions.csv")
 ARCHIVE = "_archive"
@@ -209,13 +217,10 @@ def batch_id(logical_date=None, dag_run=None, params=None, **_):
     """The contract's batch id, or the one a manual run names (`make run BATCH=...`)."""
     wanted = (params or {}).get("batch_id") or (dag_run.conf or {}).get("batch_id")
     if wanted:
-        m = BATCH_RE.match(str(wanted))
-        try:
-            if not m:
-                raise ValueError("not YYYY-MM-DD_a or YYYY-MM-DD_b")
-            dt.date.fromisoformat(m.group(1))
-        except ValueError as exc:
-            raise AirflowFailException(f"batch_id {wanted!r} is invalid: {exc}") from None
+        if not re.match(BATCH_PATTERN, str(wanted)):
+            raise AirflowFailException(
+                f"batch_id {wanted!r} is not YYYY-MM-DD_a or YYYY-MM-DD_b with a real date; nothing was "
+                "changed: trigger again naming a real batch")
         return str(wanted)
     import pendulum
 
@@ -245,6 +250,24 @@ def landing_state(folder: Path, settle_seconds: float, now: float | None = None)
     stale = f" ({READY_MARKER} is older than the files)" if marker.is_file() else ""
     return False, (f"{folder}: a file changed {quiet:.0f}s ago; waiting until both are unchanged for "
                    f"{settle_seconds:.0f}s or the producer writes {READY_MARKER}{stale}")
+
+
+def unreadable(folder: Path) -> str | None:
+    """Why this process cannot read the batch in ``folder`` (the folder itself
+    or an input file, naming its owner and mode and our uid), or None."""
+    for path in (folder, *(folder / f for f in INPUT_FILES)):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        need = os.R_OK | os.X_OK if stat.S_ISDIR(st.st_mode) else os.R_OK
+        if not os.access(path, need):
+            return (f"{path} is not readable by the Airflow worker (uid {os.getuid()}, gid {os.getgid()}): "
+                    f"it is owned by uid {st.st_uid}, gid {st.st_gid}, mode {stat.filemode(st.st_mode)}. "
+                    f"Nothing was read or changed; make the batch readable by uid {os.getuid()} "
+                    f"(e.g. `chown -R {os.getuid()} {folder}` or `chmod -R a+rX {folder}`), then clear "
+                    "wait_for_landing")
+    return None
 
 
 def input_manifest(folder: Path) -> dict:
@@ -294,9 +317,15 @@ class LandingSensor(BaseSensorOperator):
         root = Path(s["landing_dir"])
         settle = float(s.get("landing_settle_seconds", 60))
         live, archived = root / batch, root / ARCHIVE / batch
+        # A folder or a complete batch the worker cannot read fails now, naming
+        # the file: waiting cannot fix permissions, and a timeout would hide the cause.
+        if live.exists() and not os.access(live, os.R_OK | os.X_OK):
+            raise AirflowFailException(f"batch {batch}: {unreadable(live)}")
         # New files win over an archived copy (a rerun), even while they settle.
         landing_new = any((live / f).exists() for f in INPUT_FILES)
         done, why = landing_state(live, settle)
+        if done and (why_not := unreadable(live)):
+            raise AirflowFailException(f"batch {batch}: {why_not}")
         if not done and not landing_new:
             # Files archived by this pipeline were complete when it took them.
             done_archived, _ = landing_state(archived, 0)

@@ -12,6 +12,9 @@ off, so every run is one of these tests'):
   publish), scheduler and api-server restarted, the Celery worker SIGKILLed
   and restarted, the NameNode restarted after ingest_raw, the job killed for
   memory -> each published once with the contract's rows, the store applied once
+  operator mistakes: a bad batch id (make run, a trigger's param), a batch the
+  worker cannot read, `make demo` behind a run stuck waiting for files -> a
+  clear error naming what to do, nothing changed
   a file still being written -> taken only once complete
   B4 too dirty, `make abandon` -> store changes undone, the DAG unblocked
   `make demo` -> today's half-day batch (~100k transactions), published, result printed
@@ -116,7 +119,12 @@ class Pipeline:
         return json.dumps(body) if not isinstance(body, str) else body
 
     def clear(self, run_id: str):
+        """Clear every task of a finished run; returns once the run is queued again."""
         self.api(f"/api/v2/dags/{DAG}/dagRuns/{run_id}/clear", "POST", {"dry_run": False})
+        deadline = time.monotonic() + 60
+        while (state := self.state(run_id)) in ("success", "failed"):
+            assert time.monotonic() < deadline, f"run {run_id} still {state} 60 s after its clear"
+            time.sleep(1)
 
     def run_batch(self, batch: str, timeout: float = 900) -> str:
         run_id = self.trigger(batch)
@@ -222,6 +230,22 @@ if dag is not None:
                         bid(dt.datetime(2024, 3, 1, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=3)))),
                         bid(dt.datetime(2024, 3, 1, 5, 0, tzinfo=utc), {"batch_id": "2023-12-31_b"}),
                         bid(dt.datetime(2024, 3, 1, 5, 0, tzinfo=utc), {"batch_id": "2023-02-30_a"})]
+    import re
+    misfits = []
+    for y in (1, 999, 1900, 1999, 2000, 2023, 2024, 2100, 2400, 9999):
+        for mo in range(14):
+            for d in range(33):
+                text = f"{y:04d}-{mo:02d}-{d:02d}"
+                try:
+                    dt.date.fromisoformat(text); real = True
+                except ValueError:
+                    real = False
+                if bool(re.match(tasks.BATCH_PATTERN, text + "_b")) != real:
+                    misfits.append(text)
+    misfits += [t for t in ("garbage", "2024-01-01_c", "2024-1-01_a", "0000-01-01_a", " 2024-01-01_a")
+                if re.match(tasks.BATCH_PATTERN, t)]
+    out["batch_pattern"] = {"misfits": misfits,
+                            "param": dag.params.get_param("batch_id").schema.get("pattern") == tasks.BATCH_PATTERN}
     m = {"subscribers_input": 10, "subscribers_rejected": {"malformed_row": 2}, "subscribers_duplicate": 1,
          "subscribers_inserted": 5, "subscribers_updated": 1, "subscribers_unchanged": 1,
          "transactions_input": 100, "pending_in": 10, "transactions_rejected": {"invalid_amount": 30},
@@ -305,6 +329,8 @@ def test_the_batch_id_follows_the_contract(dag_file):
     assert zoned == "2024-03-01_b"          # 23:30+03:00 is 20:30 UTC
     assert named == "2023-12-31_b"
     assert invalid.startswith("refused:") and "2023-02-30_a" in invalid
+    # the trigger's Param refuses what the task would: every date it lets through is real
+    assert dag_file["batch_pattern"] == {"misfits": [], "param": True}
 
 
 # ----------------------------------------------------------------------------
@@ -393,7 +419,6 @@ def test_rerunning_the_latest_batch_leaves_identical_rows_and_state(pipeline, tm
     rejects = p.rows("rejects", B1, tmp_path / "1r", "source, reason, record")
     store = p.store_state()
     p.clear(run_id)
-    time.sleep(5)
     assert p.wait(run_id) == "success", p.explain(run_id)
     doc = p.metrics_doc(B1)
     assert doc["run_id"] > first_doc["run_id"]              # really run again
@@ -428,7 +453,6 @@ def test_a_batch_over_the_reject_threshold_fails_at_the_gate_and_alerts(pipeline
     # fixed inputs landed, the failed run cleared: the same batch goes through
     p.land(B2, seed=24, dirty=0.1, first=first)
     p.clear(run_id)
-    time.sleep(5)
     assert p.wait(run_id) == "success", p.explain(run_id)
     check_partition(p, B2, tmp_path)
 
@@ -674,11 +698,91 @@ def test_a_job_killed_for_memory_fails_once_saying_which_setting_to_raise(pipeli
     assert "ran out of memory" in log and "airflow_pipeline_spark_memory" in log, log[-3000:]
     assert p.hdfs("-test", "-e", f"/optasia/warehouse/transactions/batch_id={F_OOM}", check=False).returncode != 0
     p.clear(run_id)
-    time.sleep(5)
     assert p.wait(run_id) == "success", p.explain(run_id)
     runs = store_runs(p, F_OOM)
     assert [r[1] for r in runs] == ["failed", "published"], runs
     check_fault_outcome(p, F_OOM, before, tmp_path)
+
+
+# ----------------------------------------------------------------------------
+# operator mistakes: each gets an error that says what to do, and changes nothing
+# ----------------------------------------------------------------------------
+
+M_UNREAD, M_STUCK = f"{_D + dt.timedelta(days=5)}_a", f"{_D + dt.timedelta(days=5)}_b"
+
+
+def dag_runs(p: Pipeline) -> list[str]:
+    return [r["dag_run_id"] for r in p.api(f"/api/v2/dags/{DAG}/dagRuns?limit=1000")["dag_runs"]]
+
+
+def test_a_bad_batch_id_is_refused_before_anything_runs(pipeline, stack):
+    """`make run BATCH=garbage` (or a date that does not exist) and a trigger
+    whose batch_id param is either: refused with the reason, no run created."""
+    p = pipeline
+    before = dag_runs(p)
+    for bad in ("garbage", "2023-02-30_a"):
+        out = run(["make", "--no-print-directory", "run", f"BATCH={bad}"], env={"OPTASIA_HOME": stack.home},
+                  check=False)
+        assert out.returncode != 0, (out.stdout, out.stderr)
+        assert f"BATCH='{bad}'" in out.stderr and "nothing was changed" in out.stderr, out.stderr
+        status, body = api(stack, f"/api/v2/dags/{DAG}/dagRuns", "POST",
+                           {"dag_run_id": f"e2e_bad_{uuid.uuid4().hex[:6]}",
+                            "logical_date": dt.datetime.now(dt.timezone.utc).isoformat(),
+                            "conf": {"batch_id": bad}}, token=p.token)
+        assert status == 400 and "batch_id" in json.dumps(body), (status, body)
+    assert dag_runs(p) == before
+
+
+def test_a_batch_the_worker_cannot_read_fails_naming_the_file_and_uid(pipeline, tmp_path):
+    """transactions.csv owned by root, mode 0600: wait_for_landing fails at once
+    naming the file, its owner and mode and the worker's uid; nothing is read
+    or changed. Made readable and cleared, the run publishes every row."""
+    p = pipeline
+    p.land(M_UNREAD, seed=37)
+    tx = p.landing / M_UNREAD / "transactions.csv"
+    os.chown(tx, 0, 0)
+    tx.chmod(0o600)
+    run_id = p.trigger(M_UNREAD)
+    assert p.wait(run_id) == "failed"
+    ti = p.tis(run_id)["wait_for_landing"]
+    assert (ti["state"], ti["try_number"]) == ("failed", 1), ti
+    log = p.log(run_id, "wait_for_landing", 1)
+    for words in (f"/{M_UNREAD}/transactions.csv is not readable by the Airflow worker (uid 50000",
+                  "owned by uid 0, gid 0, mode -rw-------", "then clear wait_for_landing"):
+        assert words in log, log[-3000:]
+    assert store_runs(p, M_UNREAD) == []
+    assert p.hdfs("-test", "-e", f"/optasia/raw/{M_UNREAD}", check=False).returncode != 0
+    os.chown(tx, 50000, 0)
+    tx.chmod(0o664)
+    p.clear(run_id)
+    assert p.wait(run_id) == "success", p.explain(run_id)
+    check_partition(p, M_UNREAD, tmp_path)
+
+
+def test_make_demo_behind_a_run_stuck_waiting_for_files_says_so(pipeline, stack):
+    """A run waiting for a batch that never lands holds the queue: `make demo`
+    refuses (naming the run, the batch and both ways out) without landing or
+    triggering anything; the stuck run is then failed and its batch abandoned,
+    so the batches after it run."""
+    p = pipeline
+    run_id = p.trigger(M_STUCK)
+    deadline = time.monotonic() + 180
+    while p.tis(run_id)["wait_for_landing"]["state"] != "up_for_reschedule":
+        assert time.monotonic() < deadline, p.tis(run_id)
+        time.sleep(2)
+    before, today = dag_runs(p), dt.datetime.now(dt.timezone.utc)
+    out = run(["make", "--no-print-directory", "demo"], env={"OPTASIA_HOME": stack.home}, check=False)
+    assert out.returncode != 0, (out.stdout, out.stderr)
+    for words in (f"run {run_id} is waiting for batch {M_STUCK}'s files", f"make abandon BATCH={M_STUCK}",
+                  "Nothing was changed"):
+        assert words in out.stderr, out.stderr
+    assert dag_runs(p) == before
+    assert not (p.landing / f"{today:%Y-%m-%d}_{'a' if today.hour < 12 else 'b'}").exists()
+    p.api(f"/api/v2/dags/{DAG}/dagRuns/{run_id}", "PATCH", {"state": "failed"})
+    out = run(["make", "--no-print-directory", "abandon", f"BATCH={M_STUCK}"], env={"OPTASIA_HOME": stack.home})
+    assert f"batch {M_STUCK} abandoned; later batches can run" in out.stdout
+    tis = p.tis(run_id)
+    assert {tis[t]["state"] for t in ("spark_processing", "quality_checks", "hdfs_storage")} == {"skipped"}, tis
 
 
 # ----------------------------------------------------------------------------
@@ -693,7 +797,7 @@ def test_a_file_still_being_written_is_taken_only_once_complete(pipeline, tmp_pa
     it saw travel with the run: ingest_raw checks them, raw/<batch>/_inputs.json
     and the store's run row keep them."""
     p = pipeline
-    b5 = f"{_D + dt.timedelta(days=5)}_a"   # after the fault batches, before the abandoned one
+    b5 = f"{_D + dt.timedelta(days=6)}_a"   # after the fault batches, before the abandoned one
     p.land(b5, seed=27)                  # the generator writes both files, then _READY
     folder = p.landing / b5
     tx = folder / "transactions.csv"
@@ -731,7 +835,7 @@ def test_make_abandon_gives_up_a_failed_batch_so_later_ones_run(pipeline, stack)
     `make abandon` undoes its store changes and unblocks the DAG (the demo run next
     goes through)."""
     p = pipeline
-    b4 = f"{_D + dt.timedelta(days=5)}_b"
+    b4 = f"{_D + dt.timedelta(days=6)}_b"
     p.land(b4, seed=26, dirty=0.9)
     run_id = p.trigger(b4)
     assert p.wait(run_id) == "failed"
