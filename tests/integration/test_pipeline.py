@@ -432,26 +432,36 @@ def test_cli_runs_a_batch_and_reports_errors_with_exit_codes(job, store_db, area
     assert old.returncode == 5 and "is older than the latest batch" in old.stderr
 
 
-def test_a_killed_run_ends_as_failed_when_the_next_run_takes_the_lock(job, store_db, area, tmp_path):
-    import signal
+def _start_job(store_db, area, **popen) -> subprocess.Popen:
+    """`python -m spark_jobs run` of 2024-03-01_a in its own process, returned
+    once its run row says running (the batch lock is held)."""
     import time
 
-    job.land("2024-03-01_a")
+    import psycopg
+
     env = {**os.environ, "PYTHONPATH": ROOT, "OPTASIA_DB_USER": store_db.user,
            "OPTASIA_DB_PASSWORD": store_db.password}
     proc = subprocess.Popen([sys.executable, "-m", "spark_jobs", "run", "--batch-id", "2024-03-01_a",
                              "--input-uri", area["landing"], "--warehouse-uri", area["warehouse"],
                              "--jdbc-url", store_db.jdbc_url, "--master", "local[1]"],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not job.sql("SELECT 1 FROM etl_batch_runs WHERE status = 'running'"):
-            assert proc.poll() is None and time.monotonic() < deadline, "the job never started its run"
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, **popen)
+    deadline = time.monotonic() + 300
+    with psycopg.connect(**store_db.conninfo(), autocommit=True) as conn:
+        while not conn.execute("SELECT 1 FROM etl_batch_runs WHERE status = 'running'").fetchall():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError("the job never started its run")
             time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)   # the job and its JVM, as the kernel's OOM killer would
-        proc.wait()
+    return proc
+
+
+def test_a_killed_run_ends_as_failed_when_the_next_run_takes_the_lock(job, store_db, area, tmp_path):
+    import signal
+
+    job.land("2024-03-01_a")
+    proc = _start_job(store_db, area, stderr=subprocess.DEVNULL, start_new_session=True)
+    os.killpg(proc.pid, signal.SIGKILL)   # the job and its JVM, as the kernel's OOM killer would
+    proc.wait()
     (killed,) = job.sql("SELECT run_id FROM etl_batch_runs WHERE status = 'running'")[0]
     assert job.sql("SELECT status FROM etl_batches WHERE batch_id = '2024-03-01_a'") == [("new",)]
 
@@ -468,19 +478,8 @@ def test_a_store_connection_lost_mid_run_exits_3_and_the_retry_applies_once(job,
     """The store restarting under a running job (its sessions terminated, as a
     PostgreSQL restart does): the job exits 3 (retry) saying the connection was
     lost, nothing of it is applied, and the retry publishes the batch once."""
-    import time
-
     job.land("2024-03-01_a")
-    env = {**os.environ, "PYTHONPATH": ROOT, "OPTASIA_DB_USER": store_db.user,
-           "OPTASIA_DB_PASSWORD": store_db.password}
-    proc = subprocess.Popen([sys.executable, "-m", "spark_jobs", "run", "--batch-id", "2024-03-01_a",
-                             "--input-uri", area["landing"], "--warehouse-uri", area["warehouse"],
-                             "--jdbc-url", store_db.jdbc_url, "--master", "local[1]"],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not job.sql("SELECT 1 FROM etl_batch_runs WHERE status = 'running'"):
-        assert proc.poll() is None and time.monotonic() < deadline, "the job never started its run"
-        time.sleep(0.2)
+    proc = _start_job(store_db, area, stderr=subprocess.PIPE, text=True)
     # every session of the job: its lock connection included
     job.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid()")
