@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from spark_jobs.contract import partition
+
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED_BY = "hdfs_storage"
 
@@ -58,7 +60,7 @@ def one_run(drive, af, batch: str, transactions: int, seed: int, timeout: float)
     run = af.run(run_id)
     published = stages[PUBLISHED_BY][1]
     s = drive.settings()
-    doc = json.loads(drive.hdfs_cat(f"{s['warehouse_dir'].rstrip('/')}/transactions/batch_id={batch}/_metrics.json"))
+    doc = json.loads(drive.hdfs_cat(partition(s["warehouse_dir"], "transactions", batch) + "/_metrics.json"))
     return {
         "run_id": run_id,
         "to_published": (published - t0).total_seconds(),

@@ -49,6 +49,12 @@ from typing import Iterable, Sequence
 
 import duckdb
 
+# The names the contract gives (channels, reasons, metrics) and its laws, shared
+# with the job; the rules themselves are this module's own reading of the contract.
+from spark_jobs.contract import (DEFAULT_CHANNELS, METRIC_KEYS, SUBSCRIBER_REASONS, TRANSACTION_REASONS,
+                                 conservation_errors)
+from spark_jobs.contract import batch_date as _batch_date
+
 __all__ = [
     "DEFAULT_CHANNELS",
     "SUBSCRIBER_REASONS",
@@ -59,34 +65,6 @@ __all__ = [
     "main",
 ]
 
-DEFAULT_CHANNELS: tuple[str, ...] = ("SMS", "USSD", "APP", "WEB")
-SUBSCRIBER_REASONS: tuple[str, ...] = ("malformed_row", "invalid_sub_id", "invalid_activation_date")
-TRANSACTION_REASONS: tuple[str, ...] = (
-    "malformed_row",
-    "invalid_timestamp",
-    "invalid_sub_id",
-    "invalid_amount",
-    "invalid_channel",
-    "before_activation",
-    "unmatched_expired",
-)
-METRIC_KEYS: tuple[str, ...] = (
-    "subscribers_input",
-    "subscribers_rejected",
-    "subscribers_duplicate",
-    "subscribers_inserted",
-    "subscribers_updated",
-    "subscribers_unchanged",
-    "transactions_input",
-    "pending_in",
-    "transactions_rejected",
-    "transactions_duplicate",
-    "pending_resolved",
-    "published",
-    "pending_out",
-)
-
-BATCH_ID_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})_[ab]")
 MICROS_PER_DAY = 86_400_000_000
 
 # --------------------------------------------------------------------------
@@ -242,16 +220,6 @@ def _lines_sql(path: str, tmpdir: str, name: str, force_rewrite: bool = False,
 # --------------------------------------------------------------------------
 # The batch
 # --------------------------------------------------------------------------
-
-def _parse_batch_id(batch_id: str) -> dt.date:
-    m = BATCH_ID_RE.fullmatch(batch_id)
-    if not m:
-        raise ValueError(f"batch_id must be YYYY-MM-DD_a or YYYY-MM-DD_b, got {batch_id!r}")
-    try:
-        return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-    except ValueError:
-        raise ValueError(f"batch_id {batch_id!r} has no real date") from None
-
 
 def _default_memory_limit() -> str:
     try:
@@ -520,15 +488,9 @@ def _normalise_channels(allowed_channels: str | Iterable[str]) -> tuple[str, ...
 
 def check_conservation(m: dict) -> None:
     """Raise ValueError when the metrics break one of the contract's two laws."""
-    subs_right = (sum(m["subscribers_rejected"].values()) + m["subscribers_duplicate"]
-                  + m["subscribers_inserted"] + m["subscribers_updated"] + m["subscribers_unchanged"])
-    if m["subscribers_input"] != subs_right:
-        raise ValueError(f"subscriber conservation broken: {m['subscribers_input']} != {subs_right}")
-    tx_left = m["transactions_input"] + m["pending_in"]
-    tx_right = (sum(m["transactions_rejected"].values()) + m["transactions_duplicate"]
-                + m["published"] + m["pending_out"])
-    if tx_left != tx_right:
-        raise ValueError(f"transaction conservation broken: {tx_left} != {tx_right}")
+    errors = conservation_errors(m)
+    if errors:
+        raise ValueError("conservation broken: " + "; ".join(errors))
 
 
 def run_reference(
@@ -558,7 +520,7 @@ def run_reference(
     Raises ValueError for a bad batch_id / ttl, FileNotFoundError (naming
     the path) for a missing input file.
     """
-    batch_date = _parse_batch_id(batch_id)
+    batch_date = _batch_date(batch_id)
     if isinstance(pending_ttl_days, bool) or not isinstance(pending_ttl_days, int) or pending_ttl_days < 0:
         raise ValueError(f"pending_ttl_days must be an int >= 0, got {pending_ttl_days!r}")
     allowed = _normalise_channels(allowed_channels)

@@ -35,7 +35,7 @@ import os
 import pendulum
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, Param
-from optasia_pipeline import tasks
+from optasia_pipeline import contract, tasks
 
 # Lineage shown in the UI: the raw zone feeds the published datasets. The URIs
 # name the default layout (hdfs_uri + raw_dir / warehouse_dir of the Variable).
@@ -55,7 +55,7 @@ with DAG(
     dagrun_timeout=dt.timedelta(hours=11),
     tags=["optasia", "etl"],
     doc_md=__doc__,
-    params={"batch_id": Param(None, type=["null", "string"], pattern=tasks.BATCH_PATTERN,
+    params={"batch_id": Param(None, type=["null", "string"], pattern=contract.BATCH_PATTERN,
                               description="process this batch instead of the logical date's (YYYY-MM-DD_a|b)")},
     default_args={
         "owner": "optasia",

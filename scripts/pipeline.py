@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from spark_jobs.config import ConfigError, batch_id_for, parse_batch_id
+from spark_jobs.contract import METRIC_KEYS, batch_date, batch_id_for, partition
 
 HOME = Path(os.environ.get("OPTASIA_HOME", "/opt/optasia"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,16 +200,15 @@ def report(af: Airflow, run_id: str, batch: str, state: str) -> int:
         say(f"fix the cause, then rerun with `make run BATCH={batch}` (or clear the run in the UI); "
             f"to drop the batch instead: `make abandon BATCH={batch}`")
         return 1
-    part = f"{s['warehouse_dir'].rstrip('/')}/transactions/batch_id={batch}"
+    part = partition(s["warehouse_dir"], "transactions", batch)
     doc = json.loads(hdfs_cat(f"{part}/_metrics.json"))
     m = doc["metrics"]
     say(f"\nbatch {batch} published (run {doc['run_id']}) at {s['hdfs_uri'].rstrip('/')}{part}")
-    say(f"  rejects:   {s['hdfs_uri'].rstrip('/')}{s['warehouse_dir'].rstrip('/')}/rejects/batch_id={batch}")
+    say(f"  rejects:   {s['hdfs_uri'].rstrip('/')}{partition(s['warehouse_dir'], 'rejects', batch)}")
     say("counts from _metrics.json:")
-    for key in ("subscribers_input", "subscribers_inserted", "subscribers_updated", "subscribers_unchanged",
-                "subscribers_duplicate", "transactions_input", "pending_in", "published", "pending_resolved",
-                "transactions_duplicate", "pending_out"):
-        say(f"  {key:<44} {m[key]:>10,}")
+    for key in METRIC_KEYS:
+        if not isinstance(m[key], dict):
+            say(f"  {key:<44} {m[key]:>10,}")
     for group in ("subscribers_rejected", "transactions_rejected"):
         for reason, n in sorted(m[group].items()):
             if n:
@@ -309,8 +308,8 @@ def main(argv=None) -> int:
 
     if args.command in ("run", "abandon"):
         try:
-            parse_batch_id(args.batch)
-        except ConfigError as exc:
+            batch_date(args.batch)
+        except ValueError as exc:
             die(f"BATCH={args.batch!r}: {exc}; nothing was changed", 2)
     if args.command == "abandon":
         return abandon(args.batch)

@@ -13,7 +13,8 @@ import logging
 import sys
 import time
 
-from .config import DEFAULT_CHANNELS, EtlError, JobConfig, database_from, parse_channels
+from .config import EtlError, JobConfig, database_from, parse_channels
+from .contract import DEFAULT_CHANNELS
 
 
 def _common_db(p: argparse.ArgumentParser):

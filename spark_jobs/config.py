@@ -8,60 +8,49 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-BATCH_ID_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})_([ab])$")
-DEFAULT_CHANNELS = ("SMS", "USSD", "APP", "WEB")
+from . import contract
+from .contract import DEFAULT_CHANNELS
 
 
 class EtlError(Exception):
     """An error with a message meant for the operator. ``exit_code`` tells its kind."""
 
-    exit_code = 1
+    exit_code = contract.EXIT_FAILED
 
 
 class ConfigError(EtlError):
     """Bad arguments or settings: fix the call."""
 
-    exit_code = 2
+    exit_code = contract.EXIT_CONFIG
 
 
 class InfrastructureError(EtlError):
     """A service (database, NameNode) is unreachable: transient, retry later."""
 
-    exit_code = 3
+    exit_code = contract.EXIT_INFRASTRUCTURE
 
 
 class ContractError(EtlError):
     """The data breaks the contract (missing file, conservation law): do not retry."""
 
-    exit_code = 4
+    exit_code = contract.EXIT_CONTRACT
 
 
 class OrderError(EtlError):
     """The batch may not run now (blocked, older than the latest, running elsewhere)."""
 
-    exit_code = 5
+    exit_code = contract.EXIT_ORDER
 
 
 def parse_batch_id(batch_id: str) -> dt.date:
     """Return the batch date of ``YYYY-MM-DD_a|b``; ConfigError otherwise."""
-    m = BATCH_ID_RE.match(batch_id or "")
-    if not m:
-        raise ConfigError(f"batch id {batch_id!r} is not of the form YYYY-MM-DD_a or YYYY-MM-DD_b")
     try:
-        return dt.date.fromisoformat(m.group(1))
-    except ValueError:
-        raise ConfigError(f"batch id {batch_id!r} does not name a real date") from None
-
-
-def batch_id_for(logical_date: dt.datetime) -> str:
-    """The contract's batch id for a run's logical date (UTC): hour < 12 -> _a."""
-    if logical_date.tzinfo is not None:
-        logical_date = logical_date.astimezone(dt.timezone.utc)
-    return f"{logical_date:%Y-%m-%d}_{'a' if logical_date.hour < 12 else 'b'}"
+        return contract.batch_date(batch_id)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_channels(text: str | None) -> tuple[str, ...]:
@@ -187,7 +176,7 @@ class JobConfig:
         return f"{self.input_uri.rstrip('/')}/{self.batch_id}/{name}"
 
     def partition_path(self, dataset: str) -> str:
-        return f"{self.warehouse_uri.rstrip('/')}/{dataset}/batch_id={self.batch_id}"
+        return contract.partition(self.warehouse_uri, dataset, self.batch_id)
 
     @property
     def staging_root(self) -> str:

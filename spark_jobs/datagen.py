@@ -1,4 +1,4 @@
-"""Synthetic landing files for the optasia_etl_pipeline job (stdlib only).
+"""Synthetic landing files for the optasia_etl_pipeline job (stdlib and spark_jobs.contract only).
 
     python -m spark_jobs.datagen --landing DIR --batch-id 2024-03-01_a \\
         --subscribers 1000 --transactions 100000 --dirty-share 0.05 --seed 7
@@ -61,14 +61,15 @@ import re
 import sys
 import time
 
+from .contract import DEFAULT_CHANNELS, READY_MARKER, batch_date
+from .contract import SUBSCRIBER_REASONS as SUB_REASONS
+from .contract import TRANSACTION_REASONS as TX_REASONS
+
 SUB_FMT = "SUB%09d"
 #: ids ``SUB900000000`` and up are never given to a subscriber (orphans).
 ORPHAN_BASE = 900_000_000
 ORPHAN_SPAN = 99_999_999
 DAY = 86_400
-DEFAULT_CHANNELS = ("SMS", "USSD", "APP", "WEB")
-# The marker of a complete landing folder, written after both files (the DAG's tasks.READY_MARKER).
-READY_MARKER = "_READY"
 MAX_ACTIVATION_AGE_DAYS = 1499
 CHUNK_ROWS = 8192
 _M64 = (1 << 64) - 1
@@ -154,11 +155,6 @@ TX_DIRTY_KINDS = {
     "before_activation": "before_activation",
 }
 
-SUB_REASONS = ("malformed_row", "invalid_sub_id", "invalid_activation_date")
-TX_REASONS = ("malformed_row", "invalid_timestamp", "invalid_sub_id", "invalid_amount",
-              "invalid_channel", "before_activation", "unmatched_expired")
-
-_BATCH_RE = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})_([ab])$")
 _CHANNEL_RE = re.compile(r"^[A-Z0-9_-]{1,32}$")
 
 
@@ -275,13 +271,10 @@ class Config:
     """Validated arguments plus derived values."""
 
     def __init__(self, ns: argparse.Namespace):
-        m = _BATCH_RE.match(ns.batch_id)
-        if not m:
-            raise UsageError(f"--batch-id must be YYYY-MM-DD_a or YYYY-MM-DD_b, got {ns.batch_id!r}")
         try:
-            self.batch_date = dt.date(int(m[1]), int(m[2]), int(m[3]))
-        except ValueError:
-            raise UsageError(f"--batch-id {ns.batch_id!r} is not a real date") from None
+            self.batch_date = batch_date(ns.batch_id)
+        except ValueError as exc:
+            raise UsageError(f"--batch-id: {exc}") from None
         if not (dt.date(1900, 1, 1) <= self.batch_date <= dt.date(9990, 12, 31)):
             raise UsageError("--batch-id: the generator supports batch dates 1900-01-01..9990-12-31")
         self.batch_id = ns.batch_id

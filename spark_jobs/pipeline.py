@@ -39,16 +39,13 @@ from pyspark.sql.utils import AnalysisException
 
 from . import transform as tr
 from .config import ContractError, EtlError, InfrastructureError, JobConfig, OrderError
+from .contract import DATASETS, INPUT_FILES, SUBSCRIBER_REASONS, TRANSACTION_REASONS, conservation_errors
 from .fs import HadoopFs, java_error_chain
 from .migrations import latest_version
 from .store import RunPlan, Store, StoreLoad
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("transactions", "rejects")
-SUBSCRIBER_REASONS = ("malformed_row", "invalid_sub_id", "invalid_activation_date")
-TRANSACTION_REASONS = ("malformed_row", "invalid_timestamp", "invalid_sub_id", "invalid_amount",
-                       "invalid_channel", "before_activation", "unmatched_expired")
 
 
 @dataclass
@@ -142,25 +139,6 @@ def compute_metrics(sub_reasons: dict, merge_rows: list, fates_rows: list, trans
     return m
 
 
-def conservation_errors(m: dict) -> list[str]:
-    """The laws of docs/data-contract.md; each broken one as a readable sentence."""
-    errors = []
-    subs_right = (sum(m["subscribers_rejected"].values()) + m["subscribers_duplicate"]
-                  + m["subscribers_inserted"] + m["subscribers_updated"] + m["subscribers_unchanged"])
-    if m["subscribers_input"] != subs_right:
-        errors.append(
-            f"subscribers_input ({m['subscribers_input']}) != rejected + duplicate + inserted + "
-            f"updated + unchanged ({subs_right})")
-    tx_left = m["transactions_input"] + m["pending_in"]
-    tx_right = (sum(m["transactions_rejected"].values()) + m["transactions_duplicate"]
-                + m["published"] + m["pending_out"])
-    if tx_left != tx_right:
-        errors.append(
-            f"transactions_input + pending_in ({tx_left}) != rejected + duplicate + published + "
-            f"pending_out ({tx_right})")
-    return errors
-
-
 def check_conservation(m: dict):
     errors = conservation_errors(m)
     if errors:
@@ -198,7 +176,7 @@ def check_inputs(fs: HadoopFs, cfg: JobConfig) -> dict:
         except ValueError as exc:
             raise ContractError(f"{uri} is not valid JSON ({exc}); ingest the batch again") from None
     out = {}
-    for name in ("subscribers.csv", "transactions.csv"):
+    for name in INPUT_FILES:
         path = cfg.input_path(name)
         if not fs.is_file(path):
             continue   # read_lines names the missing file

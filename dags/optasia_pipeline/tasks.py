@@ -13,7 +13,6 @@ at import. Failures are of two kinds:
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -30,33 +29,16 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+# The contract's names, layout and laws: spark_jobs/contract.py, shipped here by
+# the airflow role (the job in the spark-job image imports the same file).
+from .contract import (DATASETS, FINAL_EXIT_CODES, INPUT_FILES, OUTPUT_SCHEMA, READY_MARKER,
+                       batch_date, batch_id_for, conservation_errors)
+
 log = logging.getLogger(__name__)
 
 SETTINGS_VARIABLE = "optasia_pipeline"
-BATCH_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})_([ab])$")
-# The same, and the date a real one (leap years included): the DAG's batch_id
-# Param has this pattern, so a trigger naming 2023-02-30_a is refused (HTTP 400,
-# the UI's form says why) before a run exists.
-_MONTH_DAY = (r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)"
-              r"|02-(?:0[1-9]|1\d|2[0-8]))")
-_LEAP_YEAR = r"(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)"
-BATCH_PATTERN = rf"^(?!0000)(?:\d{{4}}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)_[ab]$"
 WEBHDFS_SCRIPT = str(Path(__file__).with_name("webhdfs.sh"))
-INPUT_FILES = ("subscribers.csv", "transactions.csv")
 ARCHIVE = "_archive"
-# Written by the producer after both files are complete (spark_jobs.datagen does).
-READY_MARKER = "_READY"
-
-# The published datasets' schema, docs/data-contract.md "Outputs" (Spark's simple type strings).
-CONTRACT_SCHEMA = {
-    "transactions": [["timestamp", "timestamp"], ["sub_row_key", "string"], ["sub_id", "string"],
-                     ["amount", "decimal(18,4)"], ["channel", "string"], ["activation_date", "date"]],
-    "rejects": [["source", "string"], ["reason", "string"], ["record", "array<string>"]],
-}
-
-# Exit codes of `python -m spark_jobs` that retrying cannot fix: 2 configuration,
-# 4 contract, 5 order of batches. 3 (a service unreachable) and 1 are retried.
-FINAL_EXIT_CODES = {2: "configuration error", 4: "contract failure", 5: "order of batches"}
 
 
 # ----------------------------------------------------------------------------
@@ -217,15 +199,12 @@ def batch_id(logical_date=None, dag_run=None, params=None, **_):
     """The contract's batch id, or the one a manual run names (`make run BATCH=...`)."""
     wanted = (params or {}).get("batch_id") or (dag_run.conf or {}).get("batch_id")
     if wanted:
-        if not re.match(BATCH_PATTERN, str(wanted)):
-            raise AirflowFailException(
-                f"batch_id {wanted!r} is not YYYY-MM-DD_a or YYYY-MM-DD_b with a real date; nothing was "
-                "changed: trigger again naming a real batch")
+        try:
+            batch_date(str(wanted))
+        except ValueError as exc:
+            raise AirflowFailException(f"{exc}; nothing was changed: trigger again naming a real batch") from None
         return str(wanted)
-    import pendulum
-
-    when = pendulum.instance(logical_date or dag_run.run_after).in_timezone("UTC")
-    return f"{when:%Y-%m-%d}_{'a' if when.hour < 12 else 'b'}"
+    return batch_id_for(logical_date or dag_run.run_after)
 
 
 def landing_state(folder: Path, settle_seconds: float, now: float | None = None) -> tuple[bool, str]:
@@ -577,23 +556,6 @@ def staged_run(s: dict, batch: str) -> tuple[int, dict]:
     return int(run_id), metrics if isinstance(metrics, dict) else json.loads(metrics)
 
 
-def conservation_errors(m: dict) -> list[str]:
-    """docs/data-contract.md's two laws, each broken one naming its numbers."""
-    errors = []
-    subs = (sum(m["subscribers_rejected"].values()) + m["subscribers_duplicate"] + m["subscribers_inserted"]
-            + m["subscribers_updated"] + m["subscribers_unchanged"])
-    if m["subscribers_input"] != subs:
-        errors.append(f"subscribers_input {m['subscribers_input']} != rejected + duplicate + inserted + "
-                      f"updated + unchanged {subs}")
-    left = m["transactions_input"] + m["pending_in"]
-    right = (sum(m["transactions_rejected"].values()) + m["transactions_duplicate"] + m["published"]
-             + m["pending_out"])
-    if left != right:
-        errors.append(f"transactions_input + pending_in {left} != rejected + duplicate + published + "
-                      f"pending_out {right}")
-    return errors
-
-
 def reject_ratio(m: dict) -> tuple[float, int, int]:
     """Rejected rows over the rows the batch considered (both files and the pending rows it retried)."""
     rejected = sum(m["subscribers_rejected"].values()) + sum(m["transactions_rejected"].values())
@@ -608,7 +570,7 @@ def quality_checks(**context):
     run_id, stored = staged_run(s, batch)
     hdfs = webhdfs(s)
     staged = f"{s['staging_dir'].rstrip('/')}/{batch}/run-{run_id}"
-    for ds in ("transactions", "rejects"):
+    for ds in DATASETS:
         if hdfs.status(f"{staged}/{ds}/_SUCCESS") is None:
             raise AirflowFailException(f"batch {batch}: {staged}/{ds} has no _SUCCESS marker (incomplete write)")
     doc = json.loads(hdfs.read(f"{staged}/transactions/_metrics.json"))
@@ -620,7 +582,7 @@ def quality_checks(**context):
         failures.append("_metrics.json and the store's metrics of run %s differ" % run_id)
     m = doc["metrics"]
     failures += [f"conservation law broken: {e}" for e in conservation_errors(m)]
-    for ds, want in CONTRACT_SCHEMA.items():
+    for ds, want in OUTPUT_SCHEMA.items():
         got = (doc.get("schema") or {}).get(ds)
         if got != want:
             failures.append(f"{ds} schema is {got}, the contract says {want}")
@@ -662,11 +624,14 @@ def cleanup(**context):
     if batch:
         hdfs = hdfs or webhdfs(s)
         keep_days = int(s.get("raw_retention_days", 30))
-        current = dt.date.fromisoformat(batch[:10])
+        current = batch_date(batch)
         raw = s["raw_dir"].rstrip("/")
         for entry in hdfs.list(raw):
-            m = BATCH_RE.match(entry["pathSuffix"])
-            if m and entry["type"] == "DIRECTORY" and (current - dt.date.fromisoformat(m.group(1))).days > keep_days:
+            try:
+                when = batch_date(entry["pathSuffix"])
+            except ValueError:          # not a batch's folder
+                continue
+            if entry["type"] == "DIRECTORY" and (current - when).days > keep_days:
                 hdfs.delete(f"{raw}/{entry['pathSuffix']}")
                 done.append(f"pruned {raw}/{entry['pathSuffix']} (older than {keep_days} days)")
     for line in done:

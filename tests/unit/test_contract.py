@@ -1,0 +1,74 @@
+"""spark_jobs.contract: the names, layout and laws every part of the bundle reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import sys
+
+import pytest
+
+from spark_jobs import contract
+
+
+def test_the_batch_pattern_lets_through_exactly_the_real_dates():
+    misfits = []
+    for year in (1, 999, 1900, 1999, 2000, 2023, 2024, 2100, 2400, 9999):
+        for month in range(14):
+            for day in range(33):
+                text = f"{year:04d}-{month:02d}-{day:02d}"
+                try:
+                    dt.date.fromisoformat(text)
+                    real = True
+                except ValueError:
+                    real = False
+                for half in "ab":
+                    if bool(re.fullmatch(contract.BATCH_PATTERN, f"{text}_{half}")) != real:
+                        misfits.append(f"{text}_{half}")
+    assert misfits == []
+
+
+@pytest.mark.parametrize("text", ["garbage", "2024-01-01_c", "2024-1-01_a", " 2024-01-01_a",
+                                  "2024-01-01_a ", "2024-01-01_a\n", "2024-01-01"])
+def test_the_batch_pattern_and_batch_date_refuse_other_shapes(text):
+    assert not re.fullmatch(contract.BATCH_PATTERN, text)
+    with pytest.raises(ValueError, match="batch_id .* is not of the form YYYY-MM-DD_a or YYYY-MM-DD_b"):
+        contract.batch_date(text)
+
+
+def test_batch_date_names_an_impossible_date():
+    assert contract.batch_date("2024-02-29_b") == dt.date(2024, 2, 29)
+    for text in ("2023-02-29_a", "0000-01-01_a"):
+        assert not re.fullmatch(contract.BATCH_PATTERN, text)
+        with pytest.raises(ValueError, match="does not name a real date"):
+            contract.batch_date(text)
+
+
+def test_the_batch_of_a_moment_is_its_utc_half_day():
+    utc = dt.timezone.utc
+    assert contract.batch_id_for(dt.datetime(2024, 3, 1, 11, 59, 59, tzinfo=utc)) == "2024-03-01_a"
+    assert contract.batch_id_for(dt.datetime(2024, 3, 1, 12, 0, tzinfo=utc)) == "2024-03-01_b"
+    plus3 = dt.timezone(dt.timedelta(hours=3))
+    assert contract.batch_id_for(dt.datetime(2024, 3, 2, 1, 30, tzinfo=plus3)) == "2024-03-01_b"
+
+
+def test_partitions_and_the_laws():
+    assert contract.partition("/w/", "rejects", "2024-03-01_a") == "/w/rejects/batch_id=2024-03-01_a"
+    m = {"subscribers_input": 10, "subscribers_rejected": {"malformed_row": 2}, "subscribers_duplicate": 1,
+         "subscribers_inserted": 5, "subscribers_updated": 1, "subscribers_unchanged": 1,
+         "transactions_input": 100, "pending_in": 10, "transactions_rejected": {"invalid_amount": 30},
+         "transactions_duplicate": 5, "published": 60, "pending_out": 15, "pending_resolved": 0}
+    assert set(m) == set(contract.METRIC_KEYS)
+    assert contract.conservation_errors(m) == []
+    assert contract.conservation_errors(dict(m, published=59)) == [
+        "transactions_input + pending_in (110) != rejected + duplicate + published + pending_out (109)"]
+
+
+def test_the_contract_imports_with_the_standard_library_only():
+    """The airflow role ships this one file into the DAG's package."""
+    code = ("import sys; sys.path = [p for p in sys.path if 'site-packages' not in p]; "
+            "import importlib.util as u; s = u.spec_from_file_location('c', sys.argv[1]); "
+            "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.BATCH_PATTERN[:2])")
+    out = subprocess.run([sys.executable, "-I", "-c", code, contract.__file__], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "^(", out.stderr
