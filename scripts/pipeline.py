@@ -274,15 +274,23 @@ def abandon(batch: str) -> int:
            "--staging-uri", hdfs + s["staging_dir"],
            "--jdbc-url", f"jdbc:postgresql://{store['host']}:{store['port']}/{store['schema']}"]
     say(f"abandoning batch {batch}: its store changes are undone, partitions moved aside, landing files kept")
-    rc = subprocess.run(cmd, env=env).returncode
-    if rc not in (0, 5):   # 5: the store never saw the batch (it failed before staging)
-        return rc
+    job = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    sys.stderr.write(job.stderr)
+    # Exit 5 is the order rule: the batch is not the latest (refused), or the
+    # store never saw it (it failed before staging: only Airflow's runs to settle).
+    unknown = job.returncode == 5 and "is unknown to the store" in job.stderr
+    if job.returncode != 0 and not unknown:
+        say(f"batch {batch} was not abandoned; nothing was changed")
+        return job.returncode
     # Later runs wait for this batch's state-changing stages (depends_on_past): mark
     # what did not finish in its failed runs as skipped, the honest state now.
     af = Airflow()
-    for r in af.call(f"/api/v2/dags/{DAG}/dagRuns?state=failed&limit=100")["dag_runs"]:
-        if batch_of_run(r) != batch:
-            continue
+    failed = [r for r in af.call(f"/api/v2/dags/{DAG}/dagRuns?state=failed&limit=100")["dag_runs"]
+              if batch_of_run(r) == batch]
+    if unknown and not failed:
+        die(f"batch {batch} is unknown: the store never saw it and Airflow has no failed run of it; "
+            "nothing was changed (`make status` lists the batches)", 5)
+    for r in failed:
         q = urllib.parse.quote(r["dag_run_id"], safe="")
         for task_id, ti in af.tasks(r["dag_run_id"]).items():
             if task_id in STATE_STAGES and ti.get("state") not in ("success", "skipped"):

@@ -16,7 +16,8 @@ off, so every run is one of these tests'):
   worker cannot read, `make demo` behind a run stuck waiting for files -> a
   clear error naming what to do, nothing changed
   a file still being written -> taken only once complete
-  B4 too dirty, `make abandon` -> store changes undone, the DAG unblocked
+  B4 too dirty, `make abandon` -> store changes undone, the DAG unblocked; an
+  older or unknown batch refused, nothing changed
   `make demo` -> today's half-day batch (~100k transactions), published, result printed
 """
 
@@ -838,6 +839,24 @@ def test_make_abandon_gives_up_a_failed_batch_so_later_ones_run(pipeline, stack)
     tis = p.tis(run_id)
     assert (tis["quality_checks"]["state"], tis["hdfs_storage"]["state"]) == ("skipped", "skipped")
     assert (p.landing / b4 / "transactions.csv").exists()      # its files are kept
+
+
+def test_make_abandon_refuses_an_older_or_unknown_batch_and_changes_nothing(pipeline, stack):
+    """Only the latest batch can be abandoned (later ones built on it), and a
+    batch neither the store nor Airflow knows is refused: each says why, and the
+    store and the published partitions stay as they were."""
+    p = pipeline
+    env = {"OPTASIA_HOME": stack.home}
+    before = p.store_state(), p.sql("SELECT batch_id, status, applied_run_id FROM etl_batches ORDER BY batch_id")
+    older = run(["make", "--no-print-directory", "abandon", f"BATCH={B0}"], env=env, check=False)
+    assert older.returncode != 0, older.stdout
+    assert f"batch {B0} is not the latest batch" in older.stderr and "nothing was changed" in older.stdout
+    unknown = f"{_D - dt.timedelta(days=30)}_a"
+    out = run(["make", "--no-print-directory", "abandon", f"BATCH={unknown}"], env=env, check=False)
+    assert out.returncode != 0 and f"batch {unknown} is unknown" in out.stderr, (out.stdout, out.stderr)
+    assert (p.store_state(), p.sql("SELECT batch_id, status, applied_run_id FROM etl_batches "
+                                   "ORDER BY batch_id")) == before
+    assert p.hdfs("-test", "-e", f"/optasia/warehouse/transactions/batch_id={B0}", check=False).returncode == 0
 
 
 def test_make_demo_runs_a_sample_batch_end_to_end(stack):

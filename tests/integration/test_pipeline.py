@@ -349,6 +349,35 @@ def test_abandon_undoes_changes_and_keeps_landing_files(job, spark, area):
     assert c.metrics["pending_in"] == 3
 
 
+def test_abandoning_the_published_latest_batch_moves_it_aside_and_undoes_it(job, spark, area):
+    """Only the latest batch can be abandoned (later ones built on it), an
+    unknown batch is refused; abandoning a published batch undoes its store
+    changes and moves its partitions (not deletes them) under _abandoned/."""
+    job.run("2024-03-01_a")
+    state_a = job.state()
+    job.run("2024-03-01_b")
+    state_b = job.state()
+    fs = HadoopFs(spark)
+    with pytest.raises(OrderError, match=r"batch 2024-03-01_a is not the latest batch \(2024-03-01_b is\)"):
+        pipeline.abandon_batch(spark, job.config("2024-03-01_a"))
+    with pytest.raises(OrderError, match=r"batch 2024-04-01_a is unknown to the store; nothing to abandon"):
+        pipeline.abandon_batch(spark, job.config("2024-04-01_a"))
+    assert job.state() == state_b and job.exists("2024-03-01_a") and job.exists("2024-03-01_b")
+    rows_b = job.rows("2024-03-01_b")
+    undone = pipeline.abandon_batch(spark, job.config("2024-03-01_b"))
+    assert undone is not None and job.state() == state_a
+    assert not job.exists("2024-03-01_b") and not job.exists("2024-03-01_b", "rejects")
+    (stamp,) = fs.list_names(f"{area['warehouse']}/_abandoned/2024-03-01_b")
+    aside = f"{area['warehouse']}/_abandoned/2024-03-01_b/{stamp}"
+    assert sorted(fs.list_names(aside)) == ["rejects", "transactions"]
+    back = sorted(tuple(v.replace(tzinfo=UTC) if isinstance(v, dt.datetime) else v for v in r)
+                  for r in spark.read.parquet(f"{aside}/transactions").collect())
+    assert back == rows_b
+    assert job.sql("SELECT status, applied_run_id, published_run_id FROM etl_batches "
+                   "WHERE batch_id = '2024-03-01_b'") == [("abandoned", None, None)]
+    assert job.exists("2024-03-01_a")     # the batch before it stays published
+
+
 def test_conservation_law_failure_publishes_nothing(job, monkeypatch):
     real = pipeline.compute_metrics
 
@@ -430,6 +459,14 @@ def test_cli_runs_a_batch_and_reports_errors_with_exit_codes(job, store_db, area
                                  "--warehouse-uri", area["warehouse"], "--master", "local[1]"] + common,
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert old.returncode == 5 and "is older than the latest batch" in old.stderr
+    # ... and with --force: reprocessed on top of the store, the run marked forced.
+    forced = subprocess.run(base + ["run", "--batch-id", "2024-03-01_a", "--input-uri", area["landing"],
+                                    "--warehouse-uri", area["warehouse"], "--master", "local[1]", "--force"]
+                            + common, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    run_id = json.loads(forced.stdout)["run_id"]
+    assert job.sql("SELECT forced, status FROM etl_batch_runs WHERE run_id = %s", run_id) == [(True, "published")]
+    assert job.sql("SELECT bool_or(forced) FROM etl_batch_runs WHERE run_id <> %s", run_id) == [(False,)]
 
 
 def _start_job(store_db, area, **popen) -> subprocess.Popen:
