@@ -6,6 +6,7 @@ import os
 import re
 import stat
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -71,6 +72,14 @@ def test_make_up_shows_each_step_with_its_time_and_the_build_logs(stack):
 
 
 def test_data_survives_down_and_up(stack):
+    # landing and archived files (the host's folders, not volumes) are kept too
+    kept = [Path(stack.home, "landing", "e2e-kept", "transactions.csv"),
+            Path(stack.home, "landing", "_archive", "e2e-kept", "transactions.csv")]
+    for f in kept:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("kept across down and up\n")
+    for d in (kept[0].parent, kept[1].parent.parent, kept[1].parent):
+        os.chown(d, 50000, 0)        # as the Airflow worker makes them (it archives into _archive/)
     stack.playbook("ansible/teardown.yml")
     assert stack.compose("ps", "-q").stdout.strip() == ""
     stack.playbook()
@@ -81,4 +90,8 @@ def test_data_survives_down_and_up(stack):
         assert conn.execute("SELECT v FROM e2e_marker").fetchall() == [("survives restarts",)]
     # the NameNode was not formatted again: its cluster id is the one it had
     assert "survives" in stack.hdfs("-cat", "/optasia/landing/e2e-marker.txt")
+    for f in kept:
+        assert f.read_text() == "kept across down and up\n"
+        f.unlink()
+        f.parent.rmdir()
     stack.health()

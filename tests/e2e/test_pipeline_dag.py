@@ -755,8 +755,8 @@ def test_a_batch_the_worker_cannot_read_fails_naming_the_file_and_uid(pipeline, 
 def test_make_demo_behind_a_run_stuck_waiting_for_files_says_so(pipeline, stack):
     """A run waiting for a batch that never lands holds the queue: `make demo`
     refuses (naming the run, the batch and both ways out) without landing or
-    triggering anything; the stuck run is then failed and its batch abandoned,
-    so the batches after it run."""
+    triggering anything. The sensor's timeout then fails the stuck run saying
+    what it waited for, and `make abandon` lets the batches after it run."""
     p = pipeline
     run_id = p.trigger(M_STUCK)
     deadline = time.monotonic() + 180
@@ -771,7 +771,18 @@ def test_make_demo_behind_a_run_stuck_waiting_for_files_says_so(pipeline, stack)
         assert words in out.stderr, out.stderr
     assert dag_runs(p) == before
     assert not (p.landing / f"{today:%Y-%m-%d}_{'a' if today.hour < 12 else 'b'}").exists()
-    p.api(f"/api/v2/dags/{DAG}/dagRuns/{run_id}", "PATCH", {"state": "failed"})
+    # The way out that needs no one: the sensor's timeout (landing_timeout_minutes),
+    # here shortened to 1 min, fails the run saying what it waited for.
+    var = p.api("/api/v2/variables/optasia_pipeline")
+    short = {**json.loads(var["value"]), "landing_timeout_minutes": 1}
+    p.api("/api/v2/variables/optasia_pipeline", "PATCH", {"key": "optasia_pipeline", "value": json.dumps(short)})
+    try:
+        assert p.wait(run_id, timeout=300) == "failed"
+    finally:
+        p.api("/api/v2/variables/optasia_pipeline", "PATCH", {"key": "optasia_pipeline", "value": var["value"]})
+    ti = p.tis(run_id)["wait_for_landing"]
+    log = p.log(run_id, "wait_for_landing", ti["try_number"])
+    assert ti["state"] == "failed" and f"batch {M_STUCK}: no complete batch after 1 min: missing" in log, log[-3000:]
     out = run(["make", "--no-print-directory", "abandon", f"BATCH={M_STUCK}"], env={"OPTASIA_HOME": stack.home})
     assert f"batch {M_STUCK} abandoned; later batches can run" in out.stdout
     tis = p.tis(run_id)
@@ -824,21 +835,35 @@ def test_a_file_still_being_written_is_taken_only_once_complete(pipeline, tmp_pa
 
 
 def test_make_abandon_gives_up_a_failed_batch_so_later_ones_run(pipeline, stack):
-    """A batch failed after staging blocks later ones until it is rerun or abandoned;
-    `make abandon` undoes its store changes and unblocks the DAG (the demo run next
-    goes through)."""
+    """A batch failed after staging blocks later ones until it is rerun or abandoned
+    (the next batch's spark_processing fails at once naming it); `make abandon`
+    undoes its store changes and unblocks the DAG: the blocked run, cleared, is
+    published."""
     p = pipeline
     b4 = f"{_D + dt.timedelta(days=6)}_b"
     p.land(b4, seed=26, dirty=0.9)
     run_id = p.trigger(b4)
     assert p.wait(run_id) == "failed"
     assert p.sql("SELECT status FROM etl_batches WHERE batch_id = %s", b4) == [("staged",)]
+    # the next batch is blocked by it: spark_processing fails at once naming both
+    b7 = f"{_D + dt.timedelta(days=7)}_a"
+    p.land(b7, seed=28)
+    blocked = p.trigger(b7)
+    assert p.wait(blocked) == "failed"
+    ti = p.tis(blocked)["spark_processing"]
+    log = p.log(blocked, "spark_processing", 1)
+    assert (ti["state"], ti["try_number"]) == ("failed", 1), ti
+    assert "order of batches" in log and f"batch {b4} failed after staging" in log and f"blocks batch {b7}" in log
+    assert store_runs(p, b7) == []
     out = run(["make", "--no-print-directory", "abandon", f"BATCH={b4}"], env={"OPTASIA_HOME": stack.home}).stdout
     assert f"batch {b4} abandoned; later batches can run" in out
     assert p.sql("SELECT status FROM etl_batches WHERE batch_id = %s", b4) == [("abandoned",)]
     tis = p.tis(run_id)
     assert (tis["quality_checks"]["state"], tis["hdfs_storage"]["state"]) == ("skipped", "skipped")
     assert (p.landing / b4 / "transactions.csv").exists()      # its files are kept
+    p.clear(blocked)                                           # and the blocked batch goes through
+    assert p.wait(blocked) == "success", p.explain(blocked)
+    assert p.sql("SELECT status FROM etl_batches WHERE batch_id = %s", b7) == [("published",)]
 
 
 def test_make_abandon_refuses_an_older_or_unknown_batch_and_changes_nothing(pipeline, stack):

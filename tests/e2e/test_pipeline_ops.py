@@ -1,6 +1,6 @@
 """The operator's verbs on the deployed stack: restart, shell, airflow, parse,
-status, flower. Runs after test_pipeline_dag.py (file order), so the store
-holds real batches."""
+status, health with a service down, destroy's question, flower. Runs after
+test_pipeline_dag.py (file order), so the store holds real batches."""
 
 from __future__ import annotations
 
@@ -67,6 +67,24 @@ def test_make_status_shows_the_batches_from_the_store(stack):
 def test_make_restart_brings_a_service_back_healthy(stack):
     out = make(stack, "restart", "SERVICE=airflow-triggerer").stdout
     assert "healthy again after" in out
+    assert stack.health(check=False).returncode == 0
+
+
+def test_make_health_names_a_stopped_service_and_make_restart_brings_it_back(stack):
+    run(["docker", "compose", "-p", "optasia-airflow", "stop", "airflow-triggerer"])
+    out = stack.health(check=False)
+    assert out.returncode != 0, out.stdout
+    (row,) = [ln for ln in out.stdout.splitlines() if "airflow-triggerer" in ln]
+    assert "exited" in row and " healthy " not in row, out.stdout
+    assert "healthy again after" in make(stack, "restart", "SERVICE=airflow-triggerer").stdout
+    assert stack.health(check=False).returncode == 0
+
+
+def test_make_destroy_without_force_asks_and_removes_nothing_on_no(stack):
+    for answer in ("n\n", "\n", "yes please\n"):
+        out = run(["make", "-s", "--no-print-directory", "destroy"], input=answer, check=False,
+                  env={"OPTASIA_HOME": stack.home})
+        assert out.returncode != 0 and "nothing removed" in out.stdout, (answer, out.stdout, out.stderr)
     assert stack.health(check=False).returncode == 0
 
 
