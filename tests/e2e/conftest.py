@@ -1,6 +1,6 @@
 """The deployed stack: provisioned once per test run with `ansible-playbook
 site.yml` on this machine, shared by every e2e test, destroyed by the last
-module (test_zz_destroy.py)."""
+module (test_teardown.py, put last by E2E_ORDER whatever the file names)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,22 @@ EXTRA_VARS = {
     "airflow_pipeline_schedule": "",
 }
 AIRFLOW = "optasia-airflow"
+# The e2e modules share one stack and build on each other's state (the store
+# holds the DAG tests' batches when the ops tests read it): they run in this
+# order, whatever their file names sort to, and the teardown last.
+E2E_ORDER = ("test_infrastructure", "test_orchestration", "test_pipeline_dag", "test_pipeline_ops",
+             "test_teardown")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Put the e2e tests in E2E_ORDER, in the places e2e tests had (others keep theirs)."""
+    def rank(item):
+        name = getattr(item.module, "__name__", "").rsplit(".", 1)[-1]
+        return E2E_ORDER.index(name) if "e2e" in str(item.fspath) and name in E2E_ORDER else -1
+
+    slots = [i for i, item in enumerate(items) if rank(item) >= 0]
+    for i, item in zip(slots, sorted((items[i] for i in slots), key=rank), strict=True):
+        items[i] = item
 
 
 def run(cmd, *, check=True, timeout=3600, env=None, input=None, cwd=ROOT):

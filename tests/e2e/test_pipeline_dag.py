@@ -763,14 +763,14 @@ def test_make_demo_behind_a_run_stuck_waiting_for_files_says_so(pipeline, stack)
     while p.tis(run_id)["wait_for_landing"]["state"] != "up_for_reschedule":
         assert time.monotonic() < deadline, p.tis(run_id)
         time.sleep(2)
-    before, today = dag_runs(p), dt.datetime.now(dt.timezone.utc)
+    before, landed = dag_runs(p), sorted(os.listdir(p.landing))
     out = run(["make", "--no-print-directory", "demo"], env={"OPTASIA_HOME": stack.home}, check=False)
     assert out.returncode != 0, (out.stdout, out.stderr)
     for words in (f"run {run_id} is waiting for batch {M_STUCK}'s files", f"make abandon BATCH={M_STUCK}",
                   "Nothing was changed"):
         assert words in out.stderr, out.stderr
     assert dag_runs(p) == before
-    assert not (p.landing / f"{today:%Y-%m-%d}_{'a' if today.hour < 12 else 'b'}").exists()
+    assert sorted(os.listdir(p.landing)) == landed          # nothing landed
     # The way out that needs no one: the sensor's timeout (landing_timeout_minutes),
     # here shortened to 1 min, fails the run saying what it waited for.
     var = p.api("/api/v2/variables/optasia_pipeline")
@@ -887,11 +887,17 @@ def test_make_abandon_refuses_an_older_or_unknown_batch_and_changes_nothing(pipe
 def test_make_demo_runs_a_sample_batch_end_to_end(stack):
     """What a new user runs first: `make demo` lands ~100k transactions for the
     current half-day, runs the DAG through the REST API and prints the result."""
-    now = dt.datetime.now(dt.timezone.utc)
-    batch = f"{now:%Y-%m-%d}_{'a' if now.hour < 12 else 'b'}"
+    import re
+
+    from spark_jobs.contract import batch_id_for
+
+    started = dt.datetime.now(dt.timezone.utc)
     p = run(["make", "--no-print-directory", "demo"], env={"OPTASIA_HOME": stack.home}, timeout=2400)
     out = p.stdout
     print(out[-2500:])
+    # the half-day the demo started in (the run may cross 00:00 or 12:00 UTC)
+    batch = re.search(r"^generating batch (\S+):", out, re.M).group(1)
+    assert batch in {batch_id_for(started), batch_id_for(dt.datetime.now(dt.timezone.utc))}, batch
     assert f"batch {batch} published" in out
     assert f"hdfs://namenode:8020/optasia/warehouse/transactions/batch_id={batch}" in out
     assert "counts from _metrics.json:" in out and "spark_processing       success" in out

@@ -1,4 +1,4 @@
-"""Last e2e module: `make destroy FORCE=1` leaves nothing behind."""
+"""The last e2e module (conftest.E2E_ORDER): `make destroy FORCE=1` leaves nothing behind."""
 
 from __future__ import annotations
 
