@@ -267,7 +267,8 @@ def abandon(batch: str) -> int:
     # `-e NAME` without a value: docker takes it from our environment, so it is not on a command line.
     env = {**os.environ, "OPTASIA_DB_PASSWORD": store["password"]}
     hdfs_owner = spec()["connections"][s["hdfs_conn_id"]]["login"]
-    cmd = ["docker", "run", "--rm", "--network", s["docker_network"], "-e", f"OPTASIA_DB_USER={store['login']}",
+    cmd = ["docker", "run", "--rm", "--network", s["docker_network"], "--cap-drop", "ALL",
+           "--security-opt", "no-new-privileges:true", "-e", f"OPTASIA_DB_USER={store['login']}",
            "-e", f"HADOOP_USER_NAME={hdfs_owner}",
            "-e", "OPTASIA_DB_PASSWORD",
            s["spark_image"], "abandon", "--batch-id", batch, "--warehouse-uri", hdfs + s["warehouse_dir"],

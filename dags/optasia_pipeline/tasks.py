@@ -400,6 +400,20 @@ class SparkJobOperator(DockerOperator):
                          auto_remove="never", tty=False, **kwargs)
         self.job_command = job_command
 
+    # Least privilege, as the stacks' services have it: the image's user spark,
+    # no privilege gain, no Linux capability. DockerOperator has no parameters
+    # for these, so its container's host config gets them here.
+    HARDENING = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
+
+    def _run_image_with_mounts(self, target_mounts, add_tmp_variable: bool):
+        cli = self.cli
+        plain = cli.create_host_config
+        cli.create_host_config = lambda **kw: plain(**{**kw, **self.HARDENING})
+        try:
+            return super()._run_image_with_mounts(target_mounts, add_tmp_variable)
+        finally:
+            del cli.create_host_config
+
     def job_args(self, s: dict, batch: str) -> list[str]:
         store = connection(s["store_conn_id"])
         args = [self.job_command, "--jdbc-url", f"jdbc:postgresql://{store.host}:{store.port or 5432}/{store.schema}"]

@@ -63,6 +63,25 @@ def run(cmd, *, check=True, timeout=3600, env=None, input=None, cwd=ROOT):
     return p
 
 
+def hardening_problems(info: dict, read_only: bool, secrets: set[str]) -> list[str]:
+    """What a container's `docker inspect` shows against least privilege."""
+    name, host = info["Name"].lstrip("/"), info["HostConfig"]
+    problems = []
+    if (info["Config"].get("User") or "root").split(":")[0] in ("", "0", "root"):
+        problems.append(f"{name} runs as root (User {info['Config'].get('User')!r})")
+    if not any(o.startswith("no-new-privileges") for o in host.get("SecurityOpt") or []):
+        problems.append(f"{name} lacks no-new-privileges ({host.get('SecurityOpt')})")
+    if host.get("CapDrop") != ["ALL"] or host.get("CapAdd"):
+        problems.append(f"{name} caps: drop {host.get('CapDrop')}, add {host.get('CapAdd')}")
+    if host.get("Privileged"):
+        problems.append(f"{name} is privileged")
+    if read_only and not host.get("ReadonlyRootfs"):
+        problems.append(f"{name} has a writable root filesystem")
+    seen = json.dumps([info["Config"].get("Env"), info["Config"].get("Labels"), info["Config"].get("Cmd")])
+    problems += [f"{name} shows a secret value in its environment, labels or command" for v in secrets if v in seen]
+    return problems
+
+
 def recap(output: str) -> dict:
     """Sum of the PLAY RECAP counters over all hosts."""
     totals: dict[str, int] = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import SMTP_CONTAINER, api, logged_in_page
+from tests.e2e.conftest import SMTP_CONTAINER, api, hardening_problems, logged_in_page, run
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = Path(os.environ.get("OPTASIA_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "results"))
@@ -24,6 +24,36 @@ def test_health_has_every_airflow_row(stack):
     for name in ("api-server", "scheduler", "dag-processor", "triggerer", "worker"):
         assert name in rows and " healthy " in rows[name], out
     assert "last heartbeat never" not in rows["scheduler"]
+
+
+# Services whose root filesystem is read-only (tmpfs for what they write); the
+# Airflow services write their config and caches under their home.
+READ_ONLY = {"postgres", "namenode", "datanode", "redis"}
+
+
+def _secret_values(stack) -> set[str]:
+    values = set()
+    for folder in (Path(stack.home, "secrets"), Path(stack.home, "airflow", "secrets")):
+        for f in folder.iterdir():
+            if f.is_file() and len(f.read_text(errors="replace").strip()) >= 8:
+                values.add(f.read_text(errors="replace").strip())
+    return values
+
+
+def test_every_container_runs_with_least_privilege_and_shows_no_secret(stack):
+    """Both stacks (the finished airflow-init too): non-root, no-new-privileges,
+    every capability dropped, read-only root where the service allows it, and no
+    generated secret in any container's environment, labels or command."""
+    ids = [i for project in ("optasia-infrastructure", "optasia-airflow") for i in run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"]).stdout.split()]
+    infos = json.loads(run(["docker", "inspect", *ids]).stdout)
+    services = {i["Config"]["Labels"]["com.docker.compose.service"] for i in infos}
+    assert {"postgres", "namenode", "datanode", "redis", "airflow-worker", "airflow-init"} <= services, services
+    secrets = _secret_values(stack)
+    assert len(secrets) >= 5
+    problems = [p for i in infos for p in hardening_problems(
+        i, i["Config"]["Labels"]["com.docker.compose.service"] in READ_ONLY, secrets)]
+    assert problems == []
 
 
 def test_api_rejects_anonymous_and_wrong_password(stack):

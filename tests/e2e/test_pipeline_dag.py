@@ -36,7 +36,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.e2e.conftest import AIRFLOW, ROOT, api, run
+from tests.e2e.conftest import AIRFLOW, ROOT, api, hardening_problems, run
 
 pytestmark = pytest.mark.e2e
 DAG = "optasia_etl_pipeline"
@@ -151,9 +151,11 @@ class Pipeline:
     def download(self, dataset: str, batch: str, dest: Path) -> Path:
         inside = f"/tmp/e2e-{uuid.uuid4().hex[:8]}"
         self.hdfs("-get", f"/optasia/warehouse/{dataset}/batch_id={batch}", inside)
-        cid = self.stack.compose("ps", "-q", "namenode").stdout.strip()
-        dest.mkdir(parents=True, exist_ok=True)
-        run(["docker", "cp", f"{cid}:{inside}", str(dest / dataset)])
+        (dest / dataset).mkdir(parents=True)
+        # a tar stream, not `docker cp`: the NameNode's /tmp is a tmpfs (read-only root)
+        packed = subprocess.run(["docker", "compose", "-p", "optasia-infrastructure", "exec", "-T", "namenode",
+                                 "tar", "-C", inside, "-cf", "-", "."], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-C", str(dest / dataset), "-xf", "-"], input=packed, check=True)
         self.stack.compose("exec", "-T", "namenode", "rm", "-rf", inside)
         return dest / dataset
 
@@ -592,7 +594,9 @@ def test_scheduler_and_api_server_restarted_mid_run(pipeline, stack, tmp_path):
     p.land(F_SCHED, seed=32)
     before = subscriber_count(p)
     run_id = p.trigger(F_SCHED)
-    wait_until("the spark-job container up", lambda: job_containers(F_SCHED), p, run_id)
+    (job,) = wait_until("the spark-job container up", lambda: job_containers(F_SCHED), p, run_id)
+    # the job's container has the services' least privilege too (user spark, no caps)
+    assert hardening_problems(json.loads(run(["docker", "inspect", job]).stdout)[0], False, set()) == []
     run(["docker", "restart", "-t", "30", airflow_container("airflow-scheduler")])
     run(["docker", "restart", "-t", "30", airflow_container("airflow-api-server")])
     p.api("/api/v2/version", patience=300)          # the API answers again
