@@ -135,7 +135,7 @@ data: deps ## generate one batch: make data BATCH=2024-03-01_a LANDING=/tmp/land
 
 .PHONY: test
 test: deps jars ## the whole test suite, as CI runs it
-	$(PYTEST) -q -p no:cacheprovider tests
+	$(PYTEST) -q -p no:cacheprovider --durations=30 tests
 
 .PHONY: test-fast
 test-fast: deps ## unit tests only (no PostgreSQL/HDFS/Docker) for the inner loop
