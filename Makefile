@@ -130,7 +130,7 @@ lint: deps ## ansible-lint (production profile), yamllint, ruff (Python) and she
 
 .PHONY: data
 data: deps ## generate one batch: make data BATCH=2024-03-01_a LANDING=/tmp/landing TRANSACTIONS=100000
-	$(PY) -m spark_jobs.datagen --landing $(LANDING) --batch-id $(BATCH) \
+	$(PY) -m optasia_datagen --landing $(LANDING) --batch-id $(BATCH) \
 	  --subscribers $(SUBSCRIBERS) --transactions $(TRANSACTIONS) --dirty-share $(DIRTY) --seed $(SEED)
 
 .PHONY: test

@@ -118,7 +118,7 @@ def generate(work: Path, n: int, batch: str, first_subscriber: int = 0, seed: in
         print(f"using generated batch {batch} in {landing}")
         return landing
     print(f"generating {batch}: {n:,} transactions and {n // 5:,} subscribers into {landing} ...", flush=True)
-    cmd = [sys.executable, "-m", "spark_jobs.datagen", "--landing", str(landing), "--batch-id", batch,
+    cmd = [sys.executable, "-m", "optasia_datagen", "--landing", str(landing), "--batch-id", batch,
            "--subscribers", str(max(1, n // 5)), "--transactions", str(n), "--dirty-share", "0.05",
            "--seed", str(seed), "--quiet"]
     if first_subscriber:

@@ -148,7 +148,7 @@ def settings() -> dict:
 def land(batch: str, transactions: int, seed: int) -> dict:
     landing = Path(settings()["host_landing_dir"])
     say(f"generating batch {batch}: {transactions:,} transactions (dirty rows included) into {landing}/{batch}/")
-    out = subprocess.run([sys.executable, "-m", "spark_jobs.datagen", "--landing", str(landing),
+    out = subprocess.run([sys.executable, "-m", "optasia_datagen", "--landing", str(landing),
                           "--batch-id", batch, "--subscribers", str(max(100, transactions // 5)),
                           "--transactions", str(transactions), "--dirty-share", "0.05", "--seed", str(seed),
                           "--summary", "--quiet"], cwd=ROOT, capture_output=True, text=True)

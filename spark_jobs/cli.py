@@ -13,8 +13,9 @@ import logging
 import sys
 import time
 
-from .config import EtlError, JobConfig, database_from, parse_channels
+from .config import JobConfig, database_from, parse_channels
 from .contract import DEFAULT_CHANNELS
+from .errors import EtlError
 
 
 def _common_db(p: argparse.ArgumentParser):
@@ -91,7 +92,7 @@ def _spark(args):
 
 
 def _status(db) -> dict:
-    from .store import connect
+    from .db import connect
 
     with connect(db) as conn:
         rows = conn.execute(

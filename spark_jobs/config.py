@@ -1,4 +1,4 @@
-"""Job configuration: batch ids, database settings and credentials, errors.
+"""Job configuration: batch ids, database settings and credentials.
 
 Credentials come from the environment or a file, never the command line
 (a command line is visible to every user of the host through ``ps``).
@@ -13,36 +13,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from . import contract
 from .contract import DEFAULT_CHANNELS
-
-
-class EtlError(Exception):
-    """An error with a message meant for the operator. ``exit_code`` tells its kind."""
-
-    exit_code = contract.EXIT_FAILED
-
-
-class ConfigError(EtlError):
-    """Bad arguments or settings: fix the call."""
-
-    exit_code = contract.EXIT_CONFIG
-
-
-class InfrastructureError(EtlError):
-    """A service (database, NameNode) is unreachable: transient, retry later."""
-
-    exit_code = contract.EXIT_INFRASTRUCTURE
-
-
-class ContractError(EtlError):
-    """The data breaks the contract (missing file, conservation law): do not retry."""
-
-    exit_code = contract.EXIT_CONTRACT
-
-
-class OrderError(EtlError):
-    """The batch may not run now (blocked, older than the latest, running elsewhere)."""
-
-    exit_code = contract.EXIT_ORDER
+from .errors import ConfigError
 
 
 def parse_batch_id(batch_id: str) -> dt.date:

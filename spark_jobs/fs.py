@@ -9,7 +9,7 @@ from __future__ import annotations
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
-from .config import InfrastructureError
+from .errors import InfrastructureError
 
 _UNREACHABLE = (
     "java.net.ConnectException",

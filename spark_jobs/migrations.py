@@ -14,8 +14,9 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from .config import ConfigError, Database, EtlError
-from .store import connect
+from .config import Database
+from .db import connect
+from .errors import ConfigError, EtlError
 
 log = logging.getLogger(__name__)
 MIGRATION_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

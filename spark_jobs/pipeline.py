@@ -38,8 +38,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
 from . import transform as tr
-from .config import ContractError, EtlError, InfrastructureError, JobConfig, OrderError
+from .config import JobConfig
 from .contract import DATASETS, INPUT_FILES, SUBSCRIBER_REASONS, TRANSACTION_REASONS, conservation_errors
+from .errors import ContractError, EtlError, InfrastructureError, OrderError
 from .fs import HadoopFs, java_error_chain
 from .migrations import latest_version
 from .store import RunPlan, Store, StoreLoad

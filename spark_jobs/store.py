@@ -15,23 +15,14 @@ from typing import Iterable
 
 import psycopg
 
-from .config import Database, EtlError, InfrastructureError, OrderError
+from .config import Database
+from .db import connect
+from .errors import EtlError, OrderError
+from .migrations import current_version
 
 log = logging.getLogger(__name__)
 # Session-level advisory lock held for a whole run: batches run one at a time.
 BATCH_LOCK = 0x0F7A5_BA7C
-
-
-def connect(db: Database) -> psycopg.Connection:
-    """Open a connection or raise an InfrastructureError saying where and why."""
-    try:
-        return psycopg.connect(**db.conninfo())
-    except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise InfrastructureError(
-            f"cannot reach the store database at {db.where} as {db.user}: {reason}. "
-            "Check that PostgreSQL is running and the credentials are right; the run can be retried."
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -63,8 +54,6 @@ class Store:
     # -- locking and checks -------------------------------------------------
 
     def require_schema(self, latest: int):
-        from .migrations import current_version
-
         have = current_version(self.conn)
         self.conn.commit()
         if have is None or have < latest:

@@ -84,7 +84,7 @@ def record_archive(path: str, **session_args) -> float:
 
     Returns the archive's size in MiB; raises EtlError when none was written.
     """
-    from .config import EtlError
+    from .errors import EtlError
     from .session import build_session
 
     path = os.path.abspath(path)

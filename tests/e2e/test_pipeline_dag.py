@@ -60,7 +60,7 @@ class Pipeline:
     def land(self, batch: str, seed: int, dirty: float = 0.1, first: int | None = None) -> dict:
         first = self.next_first if first is None else first
         out = subprocess.run(
-            [sys.executable, "-m", "spark_jobs.datagen", "--landing", str(self.landing), "--batch-id", batch,
+            [sys.executable, "-m", "optasia_datagen", "--landing", str(self.landing), "--batch-id", batch,
              "--subscribers", "300", "--transactions", "2000", "--dirty-share", str(dirty), "--seed", str(seed),
              "--first-subscriber", str(first), "--late-share", "0.05", "--orphan-share", "0.02",
              "--resend-share", "0.05" if first else "0", "--summary", "--quiet"],

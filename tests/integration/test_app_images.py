@@ -203,7 +203,7 @@ def test_spark_job_driver_maps_the_image_s_class_archive(images):
 def test_spark_job_runs_a_real_batch_against_postgres(images, sandbox, postgres):
     data = sandbox.dir / "data"
     (data / "landing").mkdir(parents=True)
-    run([sys.executable, "-m", "spark_jobs.datagen", "--landing", data / "landing", "--batch-id", BATCH,
+    run([sys.executable, "-m", "optasia_datagen", "--landing", data / "landing", "--batch-id", BATCH,
          "--subscribers", "200", "--transactions", "1000"])
     # The job runs as uid 185: let it write the warehouse next to the landing files.
     for d in [data, *data.rglob("*")]:

@@ -25,7 +25,7 @@ BATCHES = ["2024-03-01_a", "2024-03-01_b", "2024-03-02_a"]
 
 def generate(landing, batch_id, first, seed):
     out = subprocess.run(
-        [sys.executable, "-m", "spark_jobs.datagen", "--landing", str(landing), "--batch-id", batch_id,
+        [sys.executable, "-m", "optasia_datagen", "--landing", str(landing), "--batch-id", batch_id,
          "--subscribers", "400", "--transactions", "3000", "--dirty-share", "0.1", "--seed", str(seed),
          "--first-subscriber", str(first), "--late-share", "0.03", "--orphan-share", "0.02",
          "--resend-share", "0.05" if first else "0", "--summary", "--quiet"],

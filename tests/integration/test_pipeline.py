@@ -17,8 +17,8 @@ from decimal import Decimal
 import pytest
 
 from spark_jobs import pipeline
-from spark_jobs.config import (ContractError, InfrastructureError, JobConfig, OrderError,
-                               database_from)
+from spark_jobs.config import JobConfig, database_from
+from spark_jobs.errors import ContractError, InfrastructureError, OrderError
 from spark_jobs.fs import HadoopFs
 
 pytestmark = pytest.mark.integration
@@ -325,7 +325,7 @@ def test_stage_then_publish_in_two_steps_with_separate_staging(job, spark_hdfs, 
 
 
 def test_staging_on_another_filesystem_is_refused(store_db):
-    from spark_jobs.config import ConfigError
+    from spark_jobs.errors import ConfigError
 
     with pytest.raises(ConfigError, match="must be on the same filesystem"):
         JobConfig(batch_id="2024-03-01_a", input_uri="file:///in", warehouse_uri="hdfs://nn:8020/w",
@@ -542,7 +542,7 @@ def test_migrations_are_idempotent_and_guard_edits(store_db, monkeypatch):
                 for m in migs]
 
     monkeypatch.setattr(migrations, "available", edited)
-    from spark_jobs.config import ConfigError
+    from spark_jobs.errors import ConfigError
 
     with pytest.raises(ConfigError, match="0001_store.sql was changed after it was applied"):
         migrations.migrate(store_db)

@@ -1,4 +1,4 @@
-"""Tests of the synthetic data generator ``spark_jobs/datagen.py``.
+"""Tests of the synthetic data generator ``optasia_datagen``.
 
 The generator's claims (which reason each dirty row gets, what is published,
 pending, expired) are checked against a small independent reading of
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs import datagen
+import optasia_datagen as datagen
 
 REPO = Path(__file__).resolve().parents[2]
 UTC = dt.timezone.utc
@@ -547,7 +547,7 @@ def test_unwritable_landing_exit_2(tmp_path, capsys):
 
 def test_cli_module_streams_with_small_memory(tmp_path):
     """300k transactions via ``python -m``: small, flat peak RSS; progress on stderr."""
-    probe = ("import resource, sys; from spark_jobs.datagen import main; rc = main(sys.argv[1:]); "
+    probe = ("import resource, sys; from optasia_datagen import main; rc = main(sys.argv[1:]); "
              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
              "print('pyspark' in sys.modules); sys.exit(rc)")
 
@@ -572,7 +572,7 @@ def test_cli_module_streams_with_small_memory(tmp_path):
 
 def test_python_dash_m_entry_point(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "spark_jobs.datagen", "--landing", str(tmp_path),
+        return subprocess.run([sys.executable, "-m", "optasia_datagen", "--landing", str(tmp_path),
                                *args], cwd=REPO, capture_output=True, text=True, timeout=120)
     ok = run("--batch-id", "2024-03-01_b", "--subscribers", "10", "--transactions", "100",
              "--summary")

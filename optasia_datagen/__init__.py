@@ -1,6 +1,6 @@
 """Synthetic landing files for the optasia_etl_pipeline job (stdlib and spark_jobs.contract only).
 
-    python -m spark_jobs.datagen --landing DIR --batch-id 2024-03-01_a \\
+    python -m optasia_datagen --landing DIR --batch-id 2024-03-01_a \\
         --subscribers 1000 --transactions 100000 --dirty-share 0.05 --seed 7
 
 writes ``DIR/<batch_id>/subscribers.csv`` and ``DIR/<batch_id>/transactions.csv``
@@ -61,9 +61,9 @@ import re
 import sys
 import time
 
-from .contract import DEFAULT_CHANNELS, READY_MARKER, batch_date
-from .contract import SUBSCRIBER_REASONS as SUB_REASONS
-from .contract import TRANSACTION_REASONS as TX_REASONS
+from spark_jobs.contract import DEFAULT_CHANNELS, READY_MARKER, batch_date
+from spark_jobs.contract import SUBSCRIBER_REASONS as SUB_REASONS
+from spark_jobs.contract import TRANSACTION_REASONS as TX_REASONS
 
 SUB_FMT = "SUB%09d"
 #: ids ``SUB900000000`` and up are never given to a subscriber (orphans).
@@ -224,7 +224,7 @@ def _share(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m spark_jobs.datagen",
+        prog="python -m optasia_datagen",
         description="Write synthetic subscribers.csv and transactions.csv for one batch.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--landing", required=True, help="landing root; files go to LANDING/BATCH_ID/")
@@ -1308,6 +1308,3 @@ def main(argv=None) -> int:
         sys.stdout.write("\n")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
