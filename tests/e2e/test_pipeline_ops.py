@@ -74,8 +74,8 @@ def test_make_health_names_a_stopped_service_and_make_restart_brings_it_back(sta
     run(["docker", "compose", "-p", "optasia-airflow", "stop", "airflow-triggerer"])
     out = stack.health(check=False)
     assert out.returncode != 0, out.stdout
-    (row,) = [ln for ln in out.stdout.splitlines() if "airflow-triggerer" in ln]
-    assert "exited" in row and " healthy " not in row, out.stdout
+    (row,) = [ln for ln in out.stdout.splitlines() if ln.split()[:1] == ["triggerer"]]
+    assert "UNHEALTHY" in row and "exited" in row, out.stdout
     assert "healthy again after" in make(stack, "restart", "SERVICE=airflow-triggerer").stdout
     assert stack.health(check=False).returncode == 0
 
