@@ -13,7 +13,7 @@ the subscriber store in PostgreSQL and publishes Parquet into HDFS, every 12 h.
 | `ingest_raw` | Bash over WebHDFS: the landing files into `<raw>/<batch>/`, checked against the sensor's bytes and SHA-256 before the copy and by size after it; the manifest as `_inputs.json` beside them | retried |
 | `spark_processing` | DockerOperator: the spark-job image on the shared network runs `stage` (validate, match, write staging, apply to the store as *staged*), once HDFS takes writes; a container an earlier try left (its worker died) is waited for and its result taken | retried if transient; contract, order and out-of-memory failures fail at once |
 | `quality_checks` | staged `_metrics.json` = the store's metrics, conservation laws, schema, reject ratio <= `reject_threshold` | fails at once, nothing published |
-| `hdfs_storage` | Bash over WebHDFS: one rename per partition into the warehouse, `_SUCCESS` and run id checked, store marked *published* | retried (safe to repeat) |
+| `hdfs_storage` | the job's own publish (`spark_jobs/publish.py`, shipped beside this DAG) over WebHDFS: one rename per partition into the warehouse, `_SUCCESS` and run id checked, store marked *published* | retried (safe to repeat) |
 | `cleanup` | teardown, runs after failures too: landing files archived and staging removed only after a publish; raw beyond `raw_retention_days` pruned | does not change the run's state |
 
 Every setting comes from the `optasia_pipeline` Variable and the
@@ -87,10 +87,9 @@ with DAG(
                                               execution_timeout=dt.timedelta(hours=4))
     quality_checks = PythonOperator(task_id="quality_checks", python_callable=tasks.quality_checks,
                                     retries=1)
-    hdfs_storage = tasks.HdfsBashOperator(
+    hdfs_storage = PythonOperator(
         task_id="hdfs_storage",
-        bash_command=f"bash {tasks.WEBHDFS_SCRIPT} publish",
-        with_store=True,
+        python_callable=tasks.hdfs_storage,
         depends_on_past=True,
         ignore_first_depends_on_past=True,
         inlets=[RAW],

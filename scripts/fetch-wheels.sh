@@ -100,7 +100,7 @@ target_lock() {
         sparkjob) echo "$REPO_ROOT/roles/airflow/files/spark-job/requirements.lock" ;;
     esac
 }
-target_sdists() { case "$1" in airflow) echo "" ;; sparkjob) echo "pyspark" ;; esac; }
+target_sdists() { case "$1" in airflow) echo "hdfs docopt" ;; sparkjob) echo "pyspark" ;; esac; }
 target_dir() { echo "$OPTASIA_CACHE/wheels/$1"; }
 
 complete_ok() {  # target: marker matches the lock and every manifest file is there

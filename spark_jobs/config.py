@@ -151,7 +151,7 @@ class JobConfig:
 
     @property
     def staging_root(self) -> str:
-        return (self.staging_uri or f"{self.warehouse_uri.rstrip('/')}/_staging").rstrip("/")
+        return contract.staging_root(self.warehouse_uri, self.staging_uri)
 
     def staging_path(self, run_id: int) -> str:
-        return f"{self.staging_root}/{self.batch_id}/run-{run_id}"
+        return contract.staged_run(self.staging_root, self.batch_id, run_id)

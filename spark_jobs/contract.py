@@ -60,6 +60,27 @@ def partition(warehouse: str, dataset: str, batch_id: str) -> str:
     return f"{warehouse.rstrip('/')}/{dataset}/batch_id={batch_id}"
 
 
+def staging_root(warehouse: str, staging: str = "") -> str:
+    """Where runs stage their partitions: ``staging``, else ``<warehouse>/_staging``."""
+    return (staging or f"{warehouse.rstrip('/')}/_staging").rstrip("/")
+
+
+def staged_run(root: str, batch_id: str, run_id: int) -> str:
+    """A run's staged datasets: ``<staging root>/<batch>/run-<run>/<dataset>``."""
+    return f"{root}/{batch_id}/run-{run_id}"
+
+
+def trash(warehouse: str, batch_id: str) -> str:
+    """Where a publish moves the partitions it replaces, until the store records it."""
+    return f"{warehouse.rstrip('/')}/_trash/{batch_id}"
+
+
+# Written into each staged dataset once all its files are; the transactions
+# dataset also carries the run's _metrics.json (its run_id names the run).
+SUCCESS_MARKER = "_SUCCESS"
+METRICS_FILE = "_metrics.json"
+
+
 # ----------------------------------------------------------------------------
 # values and outputs
 # ----------------------------------------------------------------------------

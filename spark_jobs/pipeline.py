@@ -37,6 +37,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
+from . import publish
 from . import transform as tr
 from .config import JobConfig
 from .contract import DATASETS, INPUT_FILES, SUBSCRIBER_REASONS, TRANSACTION_REASONS, conservation_errors
@@ -422,7 +423,6 @@ def publish_batch(spark: SparkSession, cfg: JobConfig, store: Store, run_id: int
 
     Idempotent: a publish that died half-way can be called again.
     """
-    fs = HadoopFs(spark)
     state = store.applied_run(cfg.batch_id)
     if state is None or state[1] is None:
         raise OrderError(f"batch {cfg.batch_id} has no staged run to publish; run it first")
@@ -432,37 +432,11 @@ def publish_batch(spark: SparkSession, cfg: JobConfig, store: Store, run_id: int
     if status == "published":
         log.info("batch %s run %s is already published", cfg.batch_id, applied)
         return applied
-    staging = cfg.staging_path(applied)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     timings = timings if timings is not None else Timings()
     with timings.step("publish", f"publishing {cfg.batch_id}"):
-        for ds in ("rejects", "transactions"):   # transactions last: its _metrics.json says "done"
-            src, dst = f"{staging}/{ds}", cfg.partition_path(ds)
-            if not fs.exists(src):
-                if fs.exists(dst):
-                    continue   # moved by an earlier, interrupted publish; checked below
-                raise EtlError(f"staged partition {src} is missing; rerun batch {cfg.batch_id}")
-            if fs.exists(dst):
-                trash = f"{cfg.warehouse_uri.rstrip('/')}/_trash/{cfg.batch_id}/{stamp}-run{applied}/{ds}"
-                fs.rename(dst, trash)
-            fs.rename(src, dst)
-        if _published_run(fs, cfg) != applied:
-            raise EtlError(f"the published partition of {cfg.batch_id} is not from run {applied}; "
-                           f"rerun batch {cfg.batch_id}")
-        store.mark_published(cfg.batch_id, applied)
-        fs.delete(f"{cfg.warehouse_uri.rstrip('/')}/_trash/{cfg.batch_id}")
-        fs.delete(f"{cfg.staging_root}/{cfg.batch_id}")
+        publish.publish(HadoopFs(spark), batch_id=cfg.batch_id, run_id=applied, warehouse=cfg.warehouse_uri,
+                        staging_root=cfg.staging_root, mark_published=store.mark_published)
     return applied
-
-
-def _published_run(fs: HadoopFs, cfg: JobConfig) -> int | None:
-    path = f"{cfg.partition_path('transactions')}/_metrics.json"
-    if not fs.exists(path):
-        return None
-    try:
-        return json.loads(fs.read_text(path)).get("run_id")
-    except (ValueError, OSError):
-        return None
 
 
 def run_batch(spark: SparkSession, cfg: JobConfig, publish: bool = True,

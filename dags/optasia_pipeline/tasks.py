@@ -31,8 +31,12 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 # The contract's names, layout and laws: spark_jobs/contract.py, shipped here by
 # the airflow role (the job in the spark-job image imports the same file).
-from .contract import (DATASETS, FINAL_EXIT_CODES, INPUT_FILES, OUTPUT_SCHEMA, READY_MARKER,
-                       batch_date, batch_id_for, conservation_errors)
+from .contract import (DATASETS, FINAL_EXIT_CODES, INPUT_FILES, METRICS_FILE, OUTPUT_SCHEMA, READY_MARKER,
+                       SUCCESS_MARKER, batch_date, batch_id_for, conservation_errors, staged_run)
+# The job's own publish and WebHDFS client (spark_jobs/publish.py, webhdfs.py), shipped the same way.
+from .errors import EtlError
+from .publish import publish
+from .webhdfs import WebHdfs
 
 log = logging.getLogger(__name__)
 
@@ -80,69 +84,27 @@ def batch_of(context) -> str:
     return context["ti"].xcom_pull(task_ids="batch_id")
 
 
+# HDFS: the WebHDFS client and the publish, as the job has them
 # ----------------------------------------------------------------------------
-# a small WebHDFS client (Python stages; the Bash stages use webhdfs.sh)
-# ----------------------------------------------------------------------------
-
-class WebHdfs:
-    def __init__(self, base: str, user: str):
-        import requests
-
-        self.http = requests.Session()
-        self.base, self.user = base.rstrip("/"), user
-
-    def _call(self, method: str, path: str, op: str, **params):
-        import requests
-
-        url = f"{self.base}/webhdfs/v1{path}"
-        try:
-            r = self.http.request(method, url, params={"op": op, "user.name": self.user, **params}, timeout=60)
-        except requests.RequestException as exc:
-            raise AirflowException(f"the NameNode at {self.base} is unreachable: {exc}") from None
-        return r
-
-    def status(self, path: str) -> dict | None:
-        r = self._call("GET", path, "GETFILESTATUS")
-        if r.status_code == 404:
-            return None
-        r.raise_for_status()
-        return r.json()["FileStatus"]
-
-    def list(self, path: str) -> list[dict]:
-        r = self._call("GET", path, "LISTSTATUS")
-        if r.status_code == 404:
-            return []
-        r.raise_for_status()
-        return r.json()["FileStatuses"]["FileStatus"]
-
-    def read(self, path: str) -> bytes:
-        r = self._call("GET", path, "OPEN")
-        if r.status_code == 404:
-            raise AirflowFailException(f"{path} does not exist in HDFS")
-        r.raise_for_status()
-        return r.content
-
-    def delete(self, path: str) -> bool:
-        r = self._call("DELETE", path, "DELETE", recursive="true")
-        r.raise_for_status()
-        return r.json()["boolean"]
-
-    def jmx(self, query: str) -> dict:
-        import requests
-
-        try:
-            r = self.http.get(f"{self.base}/jmx", params={"qry": query}, timeout=30)
-            r.raise_for_status()
-            beans = r.json()["beans"]
-        except (requests.RequestException, ValueError, KeyError) as exc:
-            raise AirflowException(f"the NameNode at {self.base} does not answer JMX: {exc}") from None
-        if not beans:
-            raise AirflowException(f"the NameNode at {self.base} has no JMX bean {query}")
-        return beans[0]
-
 
 def webhdfs(s: dict) -> WebHdfs:
     return WebHdfs(webhdfs_base(s), hdfs_user(s))
+
+
+def namenode_jmx(s: dict, query: str) -> dict:
+    """One bean of the NameNode's JMX servlet (state, safe mode, live DataNodes)."""
+    import requests
+
+    base = webhdfs_base(s)
+    try:
+        r = requests.get(f"{base}/jmx", params={"qry": query}, timeout=30)
+        r.raise_for_status()
+        beans = r.json()["beans"]
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        raise AirflowException(f"the NameNode at {base} does not answer JMX: {exc}") from None
+    if not beans:
+        raise AirflowException(f"the NameNode at {base} has no JMX bean {query}")
+    return beans[0]
 
 
 # ----------------------------------------------------------------------------
@@ -161,10 +123,9 @@ def check_infrastructure():
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the finding
         problems.append(f"the store database ({s['store_conn_id']}) is unreachable: {exc}")
     try:
-        hdfs = webhdfs(s)
-        state = hdfs.jmx("Hadoop:service=NameNode,name=NameNodeStatus").get("State")
-        fs = hdfs.jmx("Hadoop:service=NameNode,name=FSNamesystemState")
-        safemode = hdfs.jmx("Hadoop:service=NameNode,name=NameNodeInfo").get("Safemode", "")
+        state = namenode_jmx(s, "Hadoop:service=NameNode,name=NameNodeStatus").get("State")
+        fs = namenode_jmx(s, "Hadoop:service=NameNode,name=FSNamesystemState")
+        safemode = namenode_jmx(s, "Hadoop:service=NameNode,name=NameNodeInfo").get("Safemode", "")
         if state != "active":
             problems.append(f"the NameNode is {state}, not active")
         if safemode or fs.get("FSState") == "safeMode":
@@ -326,13 +287,12 @@ def wait_for_writable_hdfs(s: dict, timeout: float = 600, poll: float = 5) -> st
     DataNodes have reported their blocks, and every write is refused until
     then. Logs what it waits for; raises AirflowException (retried) after
     ``timeout`` seconds."""
-    hdfs = webhdfs(s)
     deadline, started, last = time.monotonic() + timeout, time.monotonic(), None
     while True:
         try:
-            state = hdfs.jmx("Hadoop:service=NameNode,name=NameNodeStatus").get("State")
-            safemode = hdfs.jmx("Hadoop:service=NameNode,name=NameNodeInfo").get("Safemode", "")
-            live = int(hdfs.jmx("Hadoop:service=NameNode,name=FSNamesystemState").get("NumLiveDataNodes", 0))
+            state = namenode_jmx(s, "Hadoop:service=NameNode,name=NameNodeStatus").get("State")
+            safemode = namenode_jmx(s, "Hadoop:service=NameNode,name=NameNodeInfo").get("Safemode", "")
+            live = int(namenode_jmx(s, "Hadoop:service=NameNode,name=FSNamesystemState").get("NumLiveDataNodes", 0))
             why = (f"the NameNode is {state}, not active" if state != "active"
                    else f"the NameNode is in safe mode: {safemode}" if safemode
                    else "HDFS has no live DataNode" if live < 1 else None)
@@ -352,30 +312,16 @@ def wait_for_writable_hdfs(s: dict, timeout: float = 600, poll: float = 5) -> st
 
 class HdfsBashOperator(BashOperator):
     """A Bash step of webhdfs.sh; its environment is filled at run time from the
-    Variable, the Connections and the upstream XComs. With ``with_store`` the
-    store's libpq settings (PG*) are added; the password is neither rendered
-    into the UI nor logged."""
-
-    def __init__(self, *, with_store: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.with_store = with_store
+    Variable, the Connections and the upstream XComs."""
 
     def execute(self, context):
         s = settings()
         ti = context["ti"]
-        env = {"PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin", "HOME": "/home/airflow", "TZ": "UTC",
-               "WEBHDFS": webhdfs_base(s) + "/webhdfs/v1", "HDFS_USER": hdfs_user(s),
-               "BATCH_ID": batch_of(context), "RAW_DIR": s["raw_dir"], "STAGING_DIR": s["staging_dir"],
-               "WAREHOUSE_DIR": s["warehouse_dir"], "LANDING": ti.xcom_pull(task_ids="wait_for_landing") or "",
-               "INPUTS": json.dumps(ti.xcom_pull(task_ids="wait_for_landing", key="inputs") or {})}
-        gate = ti.xcom_pull(task_ids="quality_checks")
-        if gate:
-            env["RUN_ID"] = str(gate["run_id"])
-        if self.with_store:
-            store = connection(s["store_conn_id"])
-            env.update(PGHOST=store.host, PGPORT=str(store.port or 5432), PGDATABASE=store.schema or "",
-                       PGUSER=store.login or "", PGPASSWORD=store.password or "", PGCONNECT_TIMEOUT="10")
-        self.env, self.append_env = env, False
+        self.env, self.append_env = {
+            "PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin", "HOME": "/home/airflow", "TZ": "UTC",
+            "WEBHDFS": webhdfs_base(s) + "/webhdfs/v1", "HDFS_USER": hdfs_user(s), "BATCH_ID": batch_of(context),
+            "RAW_DIR": s["raw_dir"], "LANDING": ti.xcom_pull(task_ids="wait_for_landing") or "",
+            "INPUTS": json.dumps(ti.xcom_pull(task_ids="wait_for_landing", key="inputs") or {})}, False
         wait_for_writable_hdfs(s)
         return super().execute(context)
 
@@ -554,7 +500,7 @@ def _last_error(lines) -> str:
     return lines[-1][:1000] if lines else ""
 
 
-def staged_run(s: dict, batch: str) -> tuple[int, dict]:
+def store_staged_run(s: dict, batch: str) -> tuple[int, dict]:
     """The batch's staged run in the store: (run_id, metrics)."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -581,13 +527,17 @@ def quality_checks(**context):
     """The gate before publishing: metrics agree, laws hold, schema, reject ratio under the threshold."""
     s = settings()
     batch = batch_of(context)
-    run_id, stored = staged_run(s, batch)
+    run_id, stored = store_staged_run(s, batch)
     hdfs = webhdfs(s)
-    staged = f"{s['staging_dir'].rstrip('/')}/{batch}/run-{run_id}"
+    staged = staged_run(s["staging_dir"].rstrip("/"), batch, run_id)
     for ds in DATASETS:
-        if hdfs.status(f"{staged}/{ds}/_SUCCESS") is None:
-            raise AirflowFailException(f"batch {batch}: {staged}/{ds} has no _SUCCESS marker (incomplete write)")
-    doc = json.loads(hdfs.read(f"{staged}/transactions/_metrics.json"))
+        if hdfs.status(f"{staged}/{ds}/{SUCCESS_MARKER}") is None:
+            raise AirflowFailException(f"batch {batch}: {staged}/{ds} has no {SUCCESS_MARKER} marker "
+                                       "(incomplete write)")
+    try:
+        doc = json.loads(hdfs.read(f"{staged}/transactions/{METRICS_FILE}"))
+    except FileNotFoundError as exc:
+        raise AirflowFailException(f"batch {batch}: {exc}; rerun spark_processing") from None
     failures = []
     if doc.get("run_id") != run_id or doc.get("batch_id") != batch:
         failures.append(f"_metrics.json names batch {doc.get('batch_id')} run {doc.get('run_id')}, "
@@ -612,6 +562,33 @@ def quality_checks(**context):
              batch, run_id, ratio, rejected, considered, m["published"], m["pending_out"])
     return {"batch_id": batch, "run_id": run_id, "reject_ratio": round(ratio, 6), "published": m["published"],
             "pending_out": m["pending_out"]}
+
+
+def mark_published(s: dict, batch: str, run_id: int):
+    """The store's record of the publish: its own SQL function (sql/0003_mark_published.sql)."""
+    import psycopg
+
+    c = connection(s["store_conn_id"])
+    with psycopg.connect(host=c.host, port=c.port or 5432, dbname=c.schema, user=c.login, password=c.password,
+                         connect_timeout=10) as conn:
+        try:
+            conn.execute("SELECT etl_mark_published(%s, %s)", (batch, run_id))
+        except psycopg.errors.RaiseException as exc:
+            raise EtlError(f"the store refused the publish: {exc.diag.message_primary or exc}") from None
+
+
+def hdfs_storage(**context):
+    """The gate's run into the warehouse: the job's own publish (spark_jobs/publish.py) over WebHDFS."""
+    s = settings()
+    batch = batch_of(context)
+    gate = context["ti"].xcom_pull(task_ids="quality_checks")
+    if not gate or gate.get("batch_id") != batch:
+        raise AirflowFailException(f"batch {batch}: quality_checks passed no run to publish; clear quality_checks")
+    run_id = int(gate["run_id"])
+    wait_for_writable_hdfs(s)
+    publish(webhdfs(s), batch_id=batch, run_id=run_id, warehouse=s["warehouse_dir"].rstrip("/"),
+            staging_root=s["staging_dir"].rstrip("/"), mark_published=lambda b, r: mark_published(s, b, r))
+    return f"published {batch} run {run_id}"
 
 
 def cleanup(**context):

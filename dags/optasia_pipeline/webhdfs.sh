@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# HDFS steps of optasia_etl_pipeline, run by BashOperator tasks on the Celery
-# worker. They talk WebHDFS (the NameNode's HTTP API) with curl, so the worker
-# needs no Hadoop client or JVM.
+# ingest_raw of optasia_etl_pipeline, run by a BashOperator on the Celery
+# worker: the landing files into HDFS over WebHDFS (the NameNode's HTTP API)
+# with curl, so the worker needs no Hadoop client or JVM. (The publish is the
+# job's own Python, spark_jobs/publish.py.)
 #
 #   webhdfs.sh ingest    landing files -> <raw>/<batch>/, sizes and checksums verified
-#   webhdfs.sh publish   staged run -> warehouse partitions (one rename each),
-#                        _SUCCESS and _metrics.json checked, store marked published
 #
 # Settings come from the task's environment, which the DAG fills from the
 # optasia_pipeline Variable and the optasia_hdfs / optasia_store Connections:
 #   WEBHDFS (http://namenode:9870/webhdfs/v1), HDFS_USER, BATCH_ID,
-#   ingest:  LANDING (folder holding the two files), RAW_DIR, INPUTS (bytes and
-#            sha256 per file, as wait_for_landing found them; optional)
-#   publish: RUN_ID, STAGING_DIR, WAREHOUSE_DIR, PG* (libpq settings of the store)
+#   LANDING (folder holding the two files), RAW_DIR, INPUTS (bytes and sha256
+#   per file, as wait_for_landing found them; optional)
 set -euo pipefail
 
 die() { echo "ERROR: $*" >&2; exit 1; }
@@ -104,44 +102,7 @@ ingest() {
     echo "$dest"
 }
 
-publish() {
-    need RUN_ID STAGING_DIR WAREHOUSE_DIR PGHOST PGDATABASE PGUSER
-    local staged="$STAGING_DIR/$BATCH_ID/run-$RUN_ID" stamp ds src dst run
-    stamp=$(date -u +%Y%m%dT%H%M%S)
-    # rejects first, transactions last: its _metrics.json says "done".
-    for ds in rejects transactions; do
-        src="$staged/$ds"; dst="$WAREHOUSE_DIR/$ds/batch_id=$BATCH_ID"
-        if exists "$src"; then
-            exists "$src/_SUCCESS" || die "$src has no _SUCCESS marker: the staged write is incomplete; rerun the batch"
-            if exists "$dst"; then   # a rerun replaces the partition; the old one goes aside first
-                rename "$dst" "$WAREHOUSE_DIR/_trash/$BATCH_ID/$stamp-run$RUN_ID/$ds"
-            fi
-            rename "$src" "$dst"
-            echo "published $dst"
-        elif exists "$dst"; then
-            echo "$dst already moved by an earlier try"
-        else
-            die "staged partition $src is missing; rerun the batch"
-        fi
-    done
-    dst="$WAREHOUSE_DIR/transactions/batch_id=$BATCH_ID"
-    exists "$dst/_SUCCESS" || die "$dst has no _SUCCESS marker"
-    run=$(call GET "$dst/_metrics.json" OPEN | jq -r .run_id)
-    [ "$run" = "$RUN_ID" ] || die "$dst/_metrics.json is from run $run, not run $RUN_ID; rerun the batch"
-    # The store's record of the publish (sql/0003_mark_published.sql); libpq reads PG* settings.
-    python3 - "$BATCH_ID" "$RUN_ID" <<'PY' || die "could not record the publish in the store (PGHOST=$PGHOST); retrying publishes again safely"
-import sys
-import psycopg2
-with psycopg2.connect("") as conn, conn.cursor() as cur:
-    cur.execute("SELECT etl_mark_published(%s, %s)", (sys.argv[1], int(sys.argv[2])))
-PY
-    if exists "$WAREHOUSE_DIR/_trash/$BATCH_ID"; then delete "$WAREHOUSE_DIR/_trash/$BATCH_ID"; fi
-    if exists "$STAGING_DIR/$BATCH_ID"; then delete "$STAGING_DIR/$BATCH_ID"; fi
-    echo "published $BATCH_ID run $RUN_ID"
-}
-
 case "${1:-}" in
     ingest) ingest ;;
-    publish) publish ;;
-    *) die "usage: webhdfs.sh ingest|publish" ;;
+    *) die "usage: webhdfs.sh ingest" ;;
 esac

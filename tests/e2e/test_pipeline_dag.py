@@ -263,8 +263,13 @@ def dag_file(stack):
 
 
 def test_the_dag_reads_the_job_s_own_contract_module(stack):
-    shipped = Path(stack.home, "airflow", "dags", "optasia_pipeline", "contract.py")
-    assert shipped.read_bytes() == (ROOT / "spark_jobs" / "contract.py").read_bytes()
+    import yaml
+
+    modules = yaml.safe_load((ROOT / "roles" / "airflow" / "vars" / "main.yml").read_text())["airflow_dag_job_modules"]
+    assert {"contract.py", "publish.py", "webhdfs.py"} <= set(modules)
+    for name in modules:
+        shipped = Path(stack.home, "airflow", "dags", "optasia_pipeline", name)
+        assert shipped.read_bytes() == (ROOT / "spark_jobs" / name).read_bytes(), name
 
 
 def test_the_dag_file_imports_with_no_errors_and_parses_fast(dag_file):
@@ -298,7 +303,7 @@ def test_the_dag_has_the_stages_in_order_with_their_policies(dag_file):
     assert all(t[x]["callback"] for x in t)
     assert "DockerOperator" in t["spark_processing"]["classes"] and t["spark_processing"]["mount_tmp_dir"] is False
     assert "DockerOperator" in t["db_init"]["classes"]
-    assert "BashOperator" in t["ingest_raw"]["classes"] and "BashOperator" in t["hdfs_storage"]["classes"]
+    assert "BashOperator" in t["ingest_raw"]["classes"] and "PythonOperator" in t["hdfs_storage"]["classes"]
     assert "BaseSensorOperator" in t["wait_for_landing"]["classes"]
     raw = "hdfs://namenode:8020/optasia/raw"
     assert t["ingest_raw"]["outlets"] == [raw] and raw in t["spark_processing"]["inlets"]

@@ -324,6 +324,48 @@ def test_stage_then_publish_in_two_steps_with_separate_staging(job, spark_hdfs, 
     assert pipeline.publish_only(spark_hdfs, cfg) == staged.run_id
 
 
+def test_the_dag_s_publish_over_webhdfs_is_the_job_s_and_safe_to_repeat(job, hdfs, area, store_db):
+    """hdfs_storage's path: spark_jobs.publish over the WebHDFS client the DAG's
+    tasks use (no JVM). A try whose store record failed after the renames
+    leaves the batch staged; the next try finds the datasets moved and records
+    it; a rerun's publish puts the old partition aside until then."""
+    from urllib.parse import urlparse
+
+    from spark_jobs import publish
+    from spark_jobs.store import Store
+
+    web, wh = hdfs.client(), urlparse(area["warehouse"]).path
+    root = f"{wh}/_staging"
+    job.run("2024-03-01_a")
+    staged = job.run("2024-03-01_b", publish=False)
+
+    def unreachable(batch, run):
+        raise ConnectionError("injected: the store went away")
+
+    with pytest.raises(InfrastructureError, match=r"could not record the publish .*publishing again is safe"):
+        publish.publish(web, batch_id="2024-03-01_b", run_id=staged.run_id, warehouse=wh, staging_root=root,
+                        mark_published=unreachable)
+    assert job.exists("2024-03-01_b") and job.exists("2024-03-01_b", "rejects")
+    assert job.sql("SELECT status FROM etl_batches WHERE batch_id = '2024-03-01_b'") == [("staged",)]
+    said: list[str] = []
+    with Store(store_db) as store:
+        publish.publish(web, batch_id="2024-03-01_b", run_id=staged.run_id, warehouse=wh, staging_root=root,
+                        mark_published=store.mark_published, say=said.append)
+    assert sum("already moved by an earlier try" in line for line in said) == 2, said
+    assert job.sql("SELECT status, published_run_id FROM etl_batches WHERE batch_id = '2024-03-01_b'") == [
+        ("published", staged.run_id)]
+    assert job.metrics_file("2024-03-01_b")["metrics"] == B_METRICS
+    assert not web.exists(f"{root}/2024-03-01_b") and not web.exists(f"{wh}/_trash/2024-03-01_b")
+
+    # A rerun (forced: it is not the latest batch) staged, then published over the old partition.
+    rerun = job.run("2024-03-01_b", publish=False, force=True)
+    with Store(store_db) as store:
+        publish.publish(web, batch_id="2024-03-01_b", run_id=rerun.run_id, warehouse=wh, staging_root=root,
+                        mark_published=store.mark_published)
+    assert job.metrics_file("2024-03-01_b")["run_id"] == rerun.run_id
+    assert not web.exists(f"{wh}/_trash/2024-03-01_b")
+
+
 def test_staging_on_another_filesystem_is_refused(store_db):
     from spark_jobs.errors import ConfigError
 

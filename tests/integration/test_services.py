@@ -97,9 +97,9 @@ def test_hdfs_permissions_are_enforced(hdfs_cluster):
     # Permissions are on; the test process is the HDFS superuser, others are not.
     base = f"/it/{uuid.uuid4().hex}"
     hdfs_cluster.write_bytes(f"{base}/owned/data.txt", b"x")
-    hdfs_cluster.webhdfs(f"{base}/owned", "SETPERMISSION", method="PUT", permission="755")
-    with pytest.raises(HdfsCommandError, match="Permission denied: user=alice"):
-        hdfs_cluster.webhdfs(f"{base}/owned/sub", "MKDIRS", method="PUT", user="alice")
+    hdfs_cluster.client().client.set_permission(f"{base}/owned", "755")
+    with pytest.raises(OSError, match="Permission denied: user=alice"):
+        hdfs_cluster.client("alice").mkdirs(f"{base}/owned/sub")
     with pytest.raises(HdfsCommandError, match="Permission denied: user=alice"):
         hdfs_cluster.dfs("-mkdir", f"{base}/owned/sub2", user="alice")
     [status] = hdfs_cluster.list_status(f"{base}/owned")

@@ -31,8 +31,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
@@ -351,69 +349,26 @@ class HdfsCluster:
         return proc.stdout
 
     # ------------------------------------------------- WebHDFS (no JVM, fast)
-    def webhdfs(self, path: str, op: str, *, method: str = "GET", data: bytes | None = None,
-                user: str | None = None, timeout: float = 30.0, **params: Any) -> Any:
-        """One WebHDFS REST call (``/webhdfs/v1<path>?op=OP``) as ``user`` (default:
-        the superuser). Returns parsed JSON, or bytes for OPEN; raises
-        HdfsCommandError for an HTTP error (its RemoteException message).
-        Redirects to the DataNode (OPEN, CREATE, APPEND) are followed."""
-        if not path.startswith("/"):
-            raise ValueError(f"WebHDFS path must be absolute: {path!r}")
-        query = {"op": op, "user.name": user or self.user, **{k: str(v).lower() if isinstance(v, bool) else str(v)
-                                                               for k, v in params.items()}}
-        url = f"{self.http_url}/webhdfs/v1{urllib.parse.quote(path)}?{urllib.parse.urlencode(query)}"
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        if method in ("PUT", "POST") and data is not None:
-            # Two steps, as the protocol says: the NameNode answers 307 with the
-            # DataNode location, which receives the bytes.
-            req = urllib.request.Request(url, method=method)
-            try:
-                with _NoRedirect.opener().open(req, timeout=timeout) as resp:
-                    location = resp.headers.get("Location")
-            except urllib.error.HTTPError as e:
-                if e.code != 307:
-                    raise self._webhdfs_error(op, path, e) from None
-                location = e.headers.get("Location")
-            url = location
-        req = urllib.request.Request(url, data=data, method=method)
-        try:
-            with opener.open(req, timeout=timeout) as resp:
-                body = resp.read()
-                ctype = resp.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as e:
-            raise self._webhdfs_error(op, path, e) from None
-        if op == "OPEN":
-            return body
-        return json.loads(body) if body and "json" in ctype else body
+    def client(self, user: str | None = None):
+        """The product's WebHDFS client (spark_jobs/webhdfs.py, what the DAG's
+        tasks use) on this cluster, as ``user`` (default: the superuser)."""
+        from spark_jobs.webhdfs import WebHdfs
 
-    @staticmethod
-    def _webhdfs_error(op: str, path: str, e: urllib.error.HTTPError) -> "HdfsCommandError":
-        body = e.read().decode(errors="replace")
-        try:
-            msg = json.loads(body)["RemoteException"]["message"]
-        except (ValueError, KeyError, TypeError):
-            msg = body
-        return HdfsCommandError([op, path], e.code, "", msg, command="webhdfs")
+        return WebHdfs(self.http_url, user or self.user, timeout=30)
 
     def exists(self, path: str) -> bool:
-        try:
-            self.webhdfs(path, "GETFILESTATUS")
-            return True
-        except HdfsCommandError as e:
-            if e.returncode == 404:
-                return False
-            raise
+        return self.client().exists(path)
 
     def list_status(self, path: str) -> list[dict]:
         """FileStatus dicts (pathSuffix, type, length, owner, permission, ...) of a directory."""
-        return self.webhdfs(path, "LISTSTATUS")["FileStatuses"]["FileStatus"]
+        return self.client().list(path)
 
     def read_bytes(self, path: str) -> bytes:
-        return self.webhdfs(path, "OPEN")
+        return self.client().read(path)
 
     def write_bytes(self, path: str, data: bytes, *, overwrite: bool = True) -> None:
         """Create ``path`` (parents included) with ``data``."""
-        self.webhdfs(path, "CREATE", method="PUT", data=data, overwrite=overwrite)
+        self.client().client.write(path, data=data, overwrite=overwrite)
 
     # ------------------------------------------------------------ NameNode JMX
     def jmx(self, query: str, *, timeout: float = 2.0) -> dict:
@@ -660,15 +615,6 @@ class HdfsCluster:
 
 class _PortClash(ServiceError):
     pass
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # surface the 307 as an HTTPError
-        return None
-
-    @classmethod
-    def opener(cls) -> urllib.request.OpenerDirector:
-        return urllib.request.build_opener(urllib.request.ProxyHandler({}), cls())
 
 
 def _hostname_hint() -> str:
