@@ -35,7 +35,7 @@ import os
 import pendulum
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, Param
-from optasia_pipeline import contract, tasks
+from optasia_pipeline import alerts, checks, contract, operators, sensors, stages
 
 # Lineage shown in the UI: the raw zone feeds the published datasets. The URIs
 # name the default layout (hdfs_uri + raw_dir / warehouse_dir of the Variable).
@@ -63,40 +63,40 @@ with DAG(
         "retry_delay": dt.timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(minutes=10),
-        "on_failure_callback": tasks.alert_on_failure,
+        "on_failure_callback": alerts.alert_on_failure,
         "email_on_failure": False,
         "email_on_retry": False,
     },
 ) as dag:
     check_infrastructure = PythonOperator(task_id="check_infrastructure",
-                                          python_callable=tasks.check_infrastructure,
+                                          python_callable=checks.check_infrastructure,
                                           execution_timeout=dt.timedelta(minutes=5))
-    batch_id = PythonOperator(task_id="batch_id", python_callable=tasks.batch_id, retries=0)
-    wait_for_landing = tasks.LandingSensor(task_id="wait_for_landing", retries=0)
-    db_init = tasks.SparkJobOperator(task_id="db_init", job_command="db-init",
+    batch_id = PythonOperator(task_id="batch_id", python_callable=stages.batch_id, retries=0)
+    wait_for_landing = sensors.LandingSensor(task_id="wait_for_landing", retries=0)
+    db_init = operators.SparkJobOperator(task_id="db_init", job_command="db-init",
                                      execution_timeout=dt.timedelta(minutes=10))
-    ingest_raw = tasks.HdfsBashOperator(
+    ingest_raw = operators.HdfsBashOperator(
         task_id="ingest_raw",
-        bash_command=f"bash {tasks.WEBHDFS_SCRIPT} ingest",
+        bash_command=f"bash {operators.WEBHDFS_SCRIPT} ingest",
         outlets=[RAW],
         execution_timeout=dt.timedelta(hours=1),
     )
-    spark_processing = tasks.SparkJobOperator(task_id="spark_processing", job_command="stage",
+    spark_processing = operators.SparkJobOperator(task_id="spark_processing", job_command="stage",
                                               depends_on_past=True, ignore_first_depends_on_past=True,
                                               inlets=[RAW],
                                               execution_timeout=dt.timedelta(hours=4))
-    quality_checks = PythonOperator(task_id="quality_checks", python_callable=tasks.quality_checks,
+    quality_checks = PythonOperator(task_id="quality_checks", python_callable=checks.quality_checks,
                                     retries=1)
     hdfs_storage = PythonOperator(
         task_id="hdfs_storage",
-        python_callable=tasks.hdfs_storage,
+        python_callable=stages.hdfs_storage,
         depends_on_past=True,
         ignore_first_depends_on_past=True,
         inlets=[RAW],
         outlets=[PUBLISHED, REJECTS],
         execution_timeout=dt.timedelta(minutes=30),
     )
-    cleanup = PythonOperator(task_id="cleanup", python_callable=tasks.cleanup)
+    cleanup = PythonOperator(task_id="cleanup", python_callable=stages.cleanup)
 
     # cleanup is a teardown: it runs once the others are done, failed or not, and
     # the run's state is that of the pipeline, not of its cleanup.

@@ -215,7 +215,7 @@ if dag is not None:
             "callback": bool(t.on_failure_callback), "is_setup": t.is_setup, "is_teardown": t.is_teardown,
             "mount_tmp_dir": getattr(t, "mount_tmp_dir", None)} for t in dag.tasks}}
     # the batch id rule
-    from optasia_pipeline import contract, tasks
+    from optasia_pipeline import checks, contract, operators, stages
     from airflow.sdk.exceptions import AirflowFailException
     class Run:
         conf = {}
@@ -223,7 +223,7 @@ if dag is not None:
     def bid(when=None, conf=None):
         r = Run(); r.conf = conf or {}; r.run_after = when
         try:
-            return tasks.batch_id(logical_date=when, dag_run=r, params={})
+            return stages.batch_id(logical_date=when, dag_run=r, params={})
         except AirflowFailException as exc:
             return "refused: " + str(exc)
     utc = dt.timezone.utc
@@ -239,10 +239,10 @@ if dag is not None:
          "transactions_input": 100, "pending_in": 10, "transactions_rejected": {"invalid_amount": 30},
          "transactions_duplicate": 5, "published": 60, "pending_out": 15}
     broken = dict(m, published=59)
-    out["gate"] = {"ok": tasks.conservation_errors(m), "broken": tasks.conservation_errors(broken),
-                   "ratio": list(tasks.reject_ratio(m))}
-    out["reasons"] = [tasks._last_error(["INFO x", "ERROR: reject this", "done"]),
-                      tasks._last_error([b"py4j.protocol.Py4JJavaError: o856.collectToPython",
+    out["gate"] = {"ok": contract.conservation_errors(m), "broken": contract.conservation_errors(broken),
+                   "ratio": list(checks.reject_ratio(m))}
+    out["reasons"] = [operators._last_error(["INFO x", "ERROR: reject this", "done"]),
+                      operators._last_error([b"py4j.protocol.Py4JJavaError: o856.collectToPython",
                                          b"Caused by: org.apache.hadoop.hdfs.BlockMissingException: no block",
                                          b"\tat org.x(Y.java:1)", b"\t... 49 more"])]
 print("INSPECT" + json.dumps(out))
