@@ -92,16 +92,10 @@ def _spark(args):
 
 
 def _status(db) -> dict:
-    from .db import connect
+    from .store import Store
 
-    with connect(db) as conn:
-        rows = conn.execute(
-            "SELECT b.batch_id, b.status, b.applied_run_id, b.published_run_id, r.status, r.error "
-            "FROM etl_batches b LEFT JOIN LATERAL (SELECT status, error FROM etl_batch_runs x "
-            "WHERE x.batch_id = b.batch_id ORDER BY run_id DESC LIMIT 1) r ON true ORDER BY b.batch_id"
-        ).fetchall()
-    return {"batches": [dict(batch_id=r[0], status=r[1], applied_run_id=r[2], published_run_id=r[3],
-                             last_run_status=r[4], last_error=r[5]) for r in rows]}
+    with Store(db) as store:
+        return {"batches": store.batches()}
 
 
 def main(argv=None) -> int:

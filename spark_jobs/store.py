@@ -101,6 +101,16 @@ class Store:
                         run_id, batch_id)
         return [r for r, _ in rows]
 
+    def batches(self) -> list[dict]:
+        """Every batch with its last run's status and error (`python -m spark_jobs status`)."""
+        rows = self.conn.execute(
+            "SELECT b.batch_id, b.status, b.applied_run_id, b.published_run_id, r.status, r.error "
+            "FROM etl_batches b LEFT JOIN LATERAL (SELECT status, error FROM etl_batch_runs x "
+            "WHERE x.batch_id = b.batch_id ORDER BY run_id DESC LIMIT 1) r ON true ORDER BY b.batch_id"
+        ).fetchall()
+        return [dict(batch_id=r[0], status=r[1], applied_run_id=r[2], published_run_id=r[3],
+                     last_run_status=r[4], last_error=r[5]) for r in rows]
+
     def batch(self, batch_id: str):
         row = self.conn.execute(
             "SELECT batch_id, status, applied_run_id, published_run_id FROM etl_batches WHERE batch_id = %s",

@@ -64,9 +64,8 @@ def store_staged_run(s: dict, batch: str) -> tuple[int, dict]:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     hook = PostgresHook(postgres_conn_id=s["store_conn_id"])
-    row = hook.get_first("SELECT b.status, b.applied_run_id, r.metrics FROM etl_batches b "
-                         "LEFT JOIN etl_batch_runs r ON r.run_id = b.applied_run_id WHERE b.batch_id = %s",
-                         parameters=(batch,))
+    # the store's own function (spark_jobs/sql/0006_staged_run.sql)
+    row = hook.get_first("SELECT status, applied_run_id, metrics FROM etl_staged_run(%s)", parameters=(batch,))
     if row is None or row[1] is None:
         raise AirflowFailException(f"batch {batch} has no staged run in the store: rerun spark_processing")
     status, run_id, metrics = row

@@ -338,6 +338,9 @@ def test_the_dag_s_publish_over_webhdfs_is_the_job_s_and_safe_to_repeat(job, hdf
     root = f"{wh}/_staging"
     job.run("2024-03-01_a")
     staged = job.run("2024-03-01_b", publish=False)
+    # what the DAG's quality gate reads, through the store's own function
+    assert job.sql("SELECT status, applied_run_id, metrics FROM etl_staged_run(%s)", "2024-03-01_b") == [
+        ("staged", staged.run_id, B_METRICS)]
 
     def unreachable(batch, run):
         raise ConnectionError("injected: the store went away")
