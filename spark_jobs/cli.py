@@ -121,10 +121,11 @@ def main(argv=None) -> int:
             return 0
         cfg = _config(args)
         from . import pipeline
+        from .metrics import Timings
 
         t0 = time.monotonic()
         spark = _spark(args)
-        timings = pipeline.Timings({"session_start": time.monotonic() - t0})
+        timings = Timings({"session_start": time.monotonic() - t0})
         try:
             if args.command in ("run", "stage"):
                 result = pipeline.run_batch(spark, cfg, publish=args.command == "run", timings=timings)

@@ -365,7 +365,7 @@ def check_partition(p: Pipeline, batch: str, tmp: Path) -> dict:
     n_rej = duckdb.sql(f"SELECT count(*) FROM read_parquet('{rejects}/*.parquet')").fetchall()[0][0]
     assert n_rej == sum(m["subscribers_rejected"].values()) + sum(m["transactions_rejected"].values())
     # the published numbers hold the conservation laws
-    from spark_jobs.pipeline import conservation_errors
+    from spark_jobs.contract import conservation_errors
 
     assert conservation_errors(m) == []
     # and agree with the generator's own reading of the contract

@@ -16,7 +16,7 @@ import pytest
 
 from spark_jobs import pipeline
 from spark_jobs.config import JobConfig
-from spark_jobs.pipeline import conservation_errors
+from spark_jobs.contract import conservation_errors
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs import transform as tr
-from spark_jobs.pipeline import conservation_errors
+from spark_jobs.contract import conservation_errors
 
 BATCH = dt.date(2024, 3, 2)
 RULES = tr.BatchRules(BATCH)
