@@ -88,11 +88,7 @@ class WebHdfs:
         with self._errors("rename", src):
             self.client.rename(src, dst)
 
-    def upload(self, local: str, path: str):
-        """A local file to ``path`` (overwritten)."""
+    def write(self, path: str, data: bytes):
+        """``data`` as the file ``path`` (parents created, an existing file replaced)."""
         with self._errors("write", path):
-            self.client.upload(path, local, overwrite=True)
-
-    def write_text(self, path: str, text: str):
-        with self._errors("write", path):
-            self.client.write(path, data=text.encode("utf-8"), overwrite=True)
+            self.client.write(path, data=data, overwrite=True)

@@ -52,7 +52,7 @@ def batch_of(context) -> str:
     return context["ti"].xcom_pull(task_ids="batch_id")
 
 
-# HDFS: the WebHDFS client and the publish, as the job has them
+# HDFS: the job's WebHDFS client, and the NameNode's JMX
 
 
 def webhdfs(s: dict) -> WebHdfs:

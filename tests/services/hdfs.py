@@ -366,9 +366,9 @@ class HdfsCluster:
     def read_bytes(self, path: str) -> bytes:
         return self.client().read(path)
 
-    def write_bytes(self, path: str, data: bytes, *, overwrite: bool = True) -> None:
+    def write_bytes(self, path: str, data: bytes) -> None:
         """Create ``path`` (parents included) with ``data``."""
-        self.client().client.write(path, data=data, overwrite=overwrite)
+        self.client().write(path, data)
 
     # ------------------------------------------------------------ NameNode JMX
     def jmx(self, query: str, *, timeout: float = 2.0) -> dict:
