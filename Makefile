@@ -45,7 +45,7 @@ up: deps ## provision this host: Docker, images, both stacks (= ansible-playbook
 
 .PHONY: demo
 demo: deps ## the main job: provision if needed, land a sample batch (~100k transactions), run the DAG, show the result
-	@python3 scripts/health.py >/dev/null 2>&1 || { echo "the stack is not up and healthy: provisioning (make up) ..."; \
+	@$(PY) scripts/health.py >/dev/null 2>&1 || { echo "the stack is not up and healthy: provisioning (make up) ..."; \
 	  $(MAKE) --no-print-directory up; }
 	$(PY) scripts/pipeline.py demo --transactions $(TRANSACTIONS)
 
@@ -58,8 +58,8 @@ abandon: deps ## undo a failed batch's store changes so later batches can run (k
 	$(PY) scripts/pipeline.py abandon --batch $(BATCH)
 
 .PHONY: health
-health: ## NameNode, PostgreSQL (and Airflow) health in one table; non-zero exit when unhealthy
-	@python3 scripts/health.py
+health: deps ## NameNode, PostgreSQL (and Airflow) health in one table; non-zero exit when unhealthy
+	@$(PY) scripts/health.py
 
 .PHONY: admin-password
 admin-password: ## print the Airflow UI password of user admin
@@ -84,41 +84,39 @@ destroy: deps ## stop both stacks and drop volumes, network, secrets (asks unles
 
 SERVICE ?=
 .PHONY: logs
-logs: ## follow a service's logs: make logs SERVICE=namenode (postgres, namenode, datanode, airflow-scheduler, ...)
-	@for p in $(OPTASIA_HOME)/infrastructure $(OPTASIA_HOME)/airflow; do \
-	  if [ -f $$p/docker-compose.yml ] && docker compose --project-directory $$p config --services | grep -qx "$(SERVICE)"; then \
-	    exec docker compose --project-directory $$p logs --tail 200 -f $(SERVICE); fi; done; \
-	  echo "no service '$(SERVICE)'; try: make logs SERVICE=namenode" >&2; exit 1
+logs: deps ## a service's logs, then follow: make logs SERVICE=namenode (SINCE=10m: newer only; FOLLOW=0: print and exit)
+	@test -n "$(SERVICE)" || { echo "which service? e.g. make logs SERVICE=namenode; make services lists them" >&2; exit 2; }
+	@$(PY) scripts/stack.py logs $(SERVICE) $(if $(SINCE),--since $(SINCE),) $(if $(filter 0,$(FOLLOW)),--no-follow,)
 
 .PHONY: restart
-restart: ## restart a service and wait until healthy: make restart SERVICE=airflow-scheduler (default: every service)
-	@python3 scripts/stack.py restart $(SERVICE)
+restart: deps ## restart a service and wait until healthy: make restart SERVICE=airflow-scheduler (default: every service)
+	@$(PY) scripts/stack.py restart $(SERVICE)
 
 .PHONY: shell
-shell: ## a shell in a running service: make shell SERVICE=namenode (CMD="hdfs dfs -ls /" runs one command)
+shell: deps ## a shell in a running service: make shell SERVICE=namenode (CMD="hdfs dfs -ls /" runs one command)
 	@test -n "$(SERVICE)" || { echo "which service? e.g. make shell SERVICE=namenode; make services lists them" >&2; exit 2; }
-	@python3 scripts/stack.py shell $(SERVICE) $(CMD)
+	@$(PY) scripts/stack.py shell $(SERVICE) $(CMD)
 
 .PHONY: services
-services: ## the services of both compose projects
-	@python3 scripts/stack.py services
+services: deps ## the services of both compose projects
+	@$(PY) scripts/stack.py services
 
 .PHONY: airflow
-airflow: ## the Airflow CLI inside the stack: make airflow ARGS="dags list"
-	@python3 scripts/stack.py airflow $(ARGS)
+airflow: deps ## the Airflow CLI inside the stack: make airflow ARGS="dags list"
+	@$(PY) scripts/stack.py airflow $(ARGS)
 
 .PHONY: parse
-parse: ## import the deployed DAGs as the DAG processor does; non-zero exit on any import error
-	@python3 scripts/stack.py parse
+parse: deps ## import the deployed DAGs as the DAG processor does; non-zero exit on any import error
+	@$(PY) scripts/stack.py parse
 
 LIMIT ?= 10
 .PHONY: status
-status: ## the last batches from the store: state, counts, duration (LIMIT=10)
-	@python3 scripts/stack.py status --limit $(LIMIT)
+status: deps ## the last batches from the store: state, counts, duration (LIMIT=10)
+	@$(PY) scripts/stack.py status --limit $(LIMIT)
 
 .PHONY: flower
-flower: ## Celery's Flower UI on 127.0.0.1:5555 (opt-in service; STOP=1 removes it)
-	@python3 scripts/stack.py flower $(if $(STOP),--stop,)
+flower: deps ## Celery's Flower UI on 127.0.0.1:5555 (opt-in service; STOP=1 removes it)
+	@$(PY) scripts/stack.py flower $(if $(STOP),--stop,)
 
 .PHONY: lint
 lint: deps ## ansible-lint (production profile), yamllint, ruff (Python) and shellcheck (every shell script)

@@ -17,9 +17,12 @@ the subscriber store in PostgreSQL and publishes Parquet into HDFS, every 12 h.
 | `cleanup` | teardown, runs after failures too: landing files archived and staging removed only after a publish; raw beyond `raw_retention_days` pruned | does not change the run's state |
 
 Every setting comes from the `optasia_pipeline` Variable and the
-`optasia_store`, `optasia_hdfs` and `smtp_default` Connections, all written by
-`make up`. A failed task sends an e-mail to the Variable's
-`alert_recipients` (DAG, task, batch, log URL, reason).
+`optasia_store`, `optasia_hdfs`, `optasia_airflow_api` and `smtp_default`
+Connections, all written by `make up`. A failed task records its stage and
+reason on the batch's run in the store (`make status` and the Batches page
+show the batch as *failed*, with what to do next), writes the same line into
+the DAG run's note, and sends an e-mail to the Variable's `alert_recipients`
+(DAG, task, batch, log URL, reason).
 
 **Order of batches.** `spark_processing` and `hdfs_storage` depend on their
 previous run, and the job refuses a batch while an earlier one is staged but
@@ -35,7 +38,7 @@ import os
 import pendulum
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, Param
-from optasia_pipeline import alerts, checks, contract, operators, sensors, stages
+from optasia_pipeline import alerts, checks, contract, operators, outcome, sensors, stages
 
 # Lineage shown in the UI: the raw zone feeds the published datasets. The URIs
 # name the default layout (hdfs_uri + raw_dir / warehouse_dir of the Variable).
@@ -63,7 +66,8 @@ with DAG(
         "retry_delay": dt.timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(minutes=10),
-        "on_failure_callback": alerts.alert_on_failure,
+        # the store and the run's note say why and what next, then the e-mail goes out
+        "on_failure_callback": [outcome.record_failure, alerts.alert_on_failure],
         "email_on_failure": False,
         "email_on_retry": False,
     },
@@ -95,6 +99,7 @@ with DAG(
         inlets=[RAW],
         outlets=[PUBLISHED, REJECTS],
         execution_timeout=dt.timedelta(minutes=30),
+        on_success_callback=outcome.record_success,
     )
     cleanup = PythonOperator(task_id="cleanup", python_callable=stages.cleanup)
 

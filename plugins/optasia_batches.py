@@ -36,15 +36,14 @@ STATIC = Path(__file__).resolve().with_name("optasia_batches_static")
 # The NameNode UI as the browser reaches it (the compose file sets it from the inventory).
 NAMENODE_UI = os.environ.get("OPTASIA_NAMENODE_UI", "http://localhost:9870")
 
+# The store's own view of each batch (spark_jobs/sql/0007_batch_overview.sql),
+# which `make status` reads too: the state shown, the one-line reason, what next.
 BATCHES_SQL = """
-SELECT b.batch_id, b.status, r.run_id, r.status, r.started_at, r.finished_at, r.error,
-       m.published, m.pending_in, m.pending_out, m.pending_resolved, m.transactions_input,
-       m.transactions_duplicate, m.subscribers_input, m.transactions_rejected, m.subscribers_rejected
-FROM etl_batches b
-JOIN LATERAL (SELECT * FROM etl_batch_runs x WHERE x.batch_id = b.batch_id ORDER BY run_id DESC LIMIT 1) r
-  ON true
-LEFT JOIN etl_batch_metrics m ON m.run_id = r.run_id
-ORDER BY b.batch_id DESC
+SELECT batch_id, state, run_id, run_state, started_at, finished_at, reason, next_step,
+       published, pending_in, pending_out, pending_resolved, transactions_input,
+       transactions_duplicate, subscribers_input, transactions_rejected, subscribers_rejected
+FROM etl_batch_overview
+ORDER BY batch_id DESC
 LIMIT %s
 """
 
@@ -112,13 +111,14 @@ def batches(limit: int) -> list[dict]:
     runs = _runs_by_batch()
     part = settings.get("warehouse_dir", "/optasia/warehouse").rstrip("/") + "/transactions/batch_id="
     out = []
-    for (batch, state, run_id, run_state, started, finished, error, published, pending_in, pending_out,
-         resolved, tx_in, dups, subs_in, tx_rej, subs_rej) in _store_rows(limit):
+    for (batch, state, run_id, run_state, started, finished, reason, next_step, published, pending_in,
+         pending_out, resolved, tx_in, dups, subs_in, tx_rej, subs_rej) in _store_rows(limit):
         dag_run = runs.get(batch)
         out.append({
             "batch_id": batch, "state": state, "run_id": run_id, "run_state": run_state,
             "started_at": started.isoformat() if started else None,
-            "seconds": _seconds(started, finished), "error": (error or "")[:500],
+            "seconds": _seconds(started, finished), "error": (reason or "")[:500],
+            "next_step": next_step,
             "published": published, "pending_in": pending_in, "pending_out": pending_out,
             "pending_resolved": resolved, "transactions_input": tx_in, "duplicates": dups,
             "subscribers_input": subs_in,
@@ -147,6 +147,18 @@ async def _auth_page(request: Request, exc: HTTPException):
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
 
+def _reason(b: dict) -> str:
+    """A failed batch's one-line reason, and what to do about it."""
+    out = html.escape(b["error"][:300])
+    if b.get("next_step"):
+        out += f'<div class="next">Next: {html.escape(b["next_step"])}.</div>'
+    return out
+
+
+def _last(n: int) -> str:
+    return "No batches yet" if n == 0 else "The last batch" if n == 1 else f"The last {n} batches"
+
+
 def _cell(v) -> str:
     return "" if v is None else html.escape(f"{v:,}" if isinstance(v, int) else str(v))
 
@@ -171,7 +183,7 @@ async def page(request: Request, limit: int = Query(30, ge=1, le=500)):
             f'<td class="n">{_cell(b["published"])}</td><td>{rejected}</td>'
             f'<td class="n">{_cell(b["pending_in"])}</td><td class="n">{_cell(b["pending_out"])}</td>'
             f'<td class="n">{_cell(b["duplicates"])}</td><td class="n">{_cell(b["seconds"])}</td>'
-            f'<td>{" · ".join(links)}</td><td class="err">{html.escape(b["error"][:160])}</td></tr>')
+            f'<td>{" · ".join(links)}</td><td class="err">{_reason(b)}</td></tr>')
     chrono = list(reversed(rows))
     reasons = sorted({r for b in rows for r in b["rejected"]})
     chart_data = {
@@ -185,7 +197,7 @@ async def page(request: Request, limit: int = Query(30, ge=1, le=500)):
     return HTMLResponse(PAGE.replace("__ROWS__", "\n".join(body) or '<tr><td colspan="10">no batches yet: '
                                      '<code>make demo</code> runs one</td></tr>')
                         .replace("__DATA__", json.dumps(chart_data).replace("</", "<\\/"))
-                        .replace("__COUNT__", str(len(rows))).replace("__GENERATED__", generated))
+                        .replace("__LAST__", _last(len(rows))).replace("__GENERATED__", generated))
 
 
 PAGE = """<!doctype html>
@@ -200,17 +212,18 @@ PAGE = """<!doctype html>
  th { text-align: left; background: #f5f7fa; } td:first-child { white-space: nowrap; }
  td.n { text-align: right; font-variant-numeric: tabular-nums; }
  .state-published { color: #0f7b3d; } .state-failed, .state-staged { color: #b42318; } .err { color: #b42318; }
+ .next { color: #3e4c59; margin-top: 2px; }
 </style></head>
 <body>
 <h1>Batches</h1>
-<div class="sub">The last __COUNT__ batches of optasia_etl_pipeline, from the store (generated __GENERATED__).</div>
+<div class="sub">__LAST__ of optasia_etl_pipeline, from the store (generated __GENERATED__).</div>
 <div class="charts">
  <div class="chart"><canvas id="outcomes" aria-label="published, rejected and pending per batch"></canvas></div>
  <div class="chart"><canvas id="reasons" aria-label="reject reasons per batch"></canvas></div>
 </div>
 <table>
 <thead><tr><th>batch</th><th>state</th><th>published</th><th>rejected by reason</th><th>pending in</th>
-<th>pending out</th><th>duplicates</th><th>seconds</th><th>links</th><th>error</th></tr></thead>
+<th>pending out</th><th>duplicates</th><th>seconds</th><th>links</th><th>reason</th></tr></thead>
 <tbody>
 __ROWS__
 </tbody></table>

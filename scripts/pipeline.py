@@ -191,14 +191,19 @@ def hdfs_cat(path: str) -> str:
 def report(af: Airflow, run_id: str, batch: str, state: str) -> int:
     s = settings()
     if state != "success":
+        note = (af.run(run_id).get("note") or "").strip()
+        if note:   # the run's own account (dags/optasia_pipeline/outcome.py): stage, reason, next step
+            say(f"\nrun {run_id} " + note.replace("**", "").replace("`", "").split("\n\n[")[0])
         for task_id, ti in af.tasks(run_id).items():
             if ti.get("state") == "failed":
-                lines = [ln for ln in af.log(run_id, task_id, ti["try_number"]).splitlines() if ln.strip()]
-                reason = next((ln for ln in reversed(lines) if "Exception" in ln or "ERROR" in ln), "")
-                say(f"\nrun {run_id} FAILED at {task_id}: {reason.strip()[:800]}")
+                if not note:
+                    lines = [ln for ln in af.log(run_id, task_id, ti["try_number"]).splitlines() if ln.strip()]
+                    reason = next((ln for ln in reversed(lines) if "Exception" in ln or "ERROR" in ln), "")
+                    say(f"\nrun {run_id} FAILED at {task_id}: {reason.strip()[:800]}")
                 say(f"log: {af.base}/dags/{DAG}/runs/{urllib.parse.quote(run_id, safe='')}/tasks/{task_id}")
-        say(f"fix the cause, then rerun with `make run BATCH={batch}` (or clear the run in the UI); "
-            f"to drop the batch instead: `make abandon BATCH={batch}`")
+        if not note:
+            say(f"fix the cause, then rerun with `make run BATCH={batch}` (or clear the run in the UI); "
+                f"to drop the batch instead: `make abandon BATCH={batch}`")
         return 1
     part = partition(s["warehouse_dir"], "transactions", batch)
     doc = json.loads(hdfs_cat(f"{part}/_metrics.json"))
@@ -228,11 +233,24 @@ def report(af: Airflow, run_id: str, batch: str, state: str) -> int:
     return 0
 
 
-def start_or_follow(af: Airflow, batch: str) -> str:
+def start_or_follow(af: Airflow, batch: str, rerun_failed: bool = False) -> str:
     for r in af.runs("queued", "running"):
         if batch_of_run(r) == batch:
             say(f"run {r['dag_run_id']} is already working on batch {batch}; following it")
             return r["dag_run_id"]
+    last = next((r for r in af.call(f"/api/v2/dags/{DAG}/dagRuns?order_by=-run_after&limit=100")["dag_runs"]
+                 if batch_of_run(r) == batch), None)
+    if rerun_failed and last and last["state"] == "failed":
+        # The batch's own failed run goes again (as clearing it in the UI does): a new run would
+        # wait for that one's unfinished stages (depends_on_past) and never start them.
+        run_id = last["dag_run_id"]
+        af.call(f"/api/v2/dags/{DAG}/dagRuns/{urllib.parse.quote(run_id, safe='')}/clear", "POST",
+                {"dry_run": False})
+        deadline = time.monotonic() + 60
+        while af.run(run_id)["state"] == "failed" and time.monotonic() < deadline:
+            time.sleep(1)
+        say(f"cleared run {run_id}, the batch's last run (failed), to run it again")
+        return run_id
     busy = af.runs("queued", "running")
     if busy:
         say(f"{len(busy)} run(s) ahead in the queue (one run at a time): "
@@ -336,7 +354,7 @@ def main(argv=None) -> int:
         if not any((d / batch / "transactions.csv").is_file() for d in (landing, landing / "_archive")):
             die(f"batch {batch} has no files in {landing}/{batch}/ (subscribers.csv, transactions.csv)")
         refuse_behind_a_stuck_run(af, batch)
-    run_id = start_or_follow(af, batch)
+    run_id = start_or_follow(af, batch, rerun_failed=args.command == "run")
     return report(af, run_id, batch, follow(af, run_id, args.timeout))
 
 

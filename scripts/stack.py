@@ -4,13 +4,15 @@
   scripts/stack.py services                    the services of both compose projects
   scripts/stack.py restart [SERVICE]           restart one service (default: all), wait until healthy
   scripts/stack.py shell SERVICE [CMD ...]     a shell in a running service (or run CMD there)
+  scripts/stack.py logs SERVICE [--since T] [--no-follow]   a service's logs (last 200 lines, then follow)
   scripts/stack.py airflow ARGS ...            the Airflow CLI inside the stack
   scripts/stack.py parse                       import the deployed DAGs; non-zero exit on any error
   scripts/stack.py status [--limit N]          the last batches from the store
   scripts/stack.py flower [--stop]             Celery's Flower on 127.0.0.1 (compose profile `flower`)
 
 Finds each service's compose project from the endpoints the playbook wrote to
-the bundle home, so nobody needs to know compose paths. Standard library only.
+the bundle home, so nobody needs to know compose paths. `make` runs it with the
+project's venv (it imports the contract from spark_jobs through scripts/pipeline.py).
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ def cmd_shell(service: str, argv: list[str]) -> int:
     return exec_in(service, ["sh", "-c", "command -v bash >/dev/null && exec bash || exec sh"])
 
 
+def cmd_logs(service: str, since: str | None, follow: bool) -> int:
+    args = ["logs", "--tail", "200", *(["--since", since] if since else []), *(["-f"] if follow else [])]
+    return compose(project_of(service), *args, service).returncode
+
+
 def cmd_airflow(argv: list[str]) -> int:
     return exec_in(AIRFLOW_CLI_SERVICE, ["airflow", *argv])
 
@@ -145,45 +152,55 @@ def cmd_parse() -> int:
     return 0
 
 
+# The store's own view of each batch (spark_jobs/sql/0007_batch_overview.sql):
+# the state shown, the last run, its one-line reason; the Batches page reads it too.
 STATUS_SQL = """
-SELECT b.batch_id, b.status, r.run_id, r.status,
-       to_char(r.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
-       coalesce(extract(epoch FROM r.finished_at - r.started_at)::int::text, ''),
-       coalesce(m.published::text, ''),
-       coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(m.transactions_rejected))::text, ''),
-       coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(m.subscribers_rejected))::text, ''),
-       coalesce(m.pending_in::text, ''), coalesce(m.pending_out::text, ''),
-       coalesce(m.transactions_duplicate::text, ''),
-       coalesce(replace(left(r.error, 120), E'\\n', ' '), '')
-FROM etl_batches b
-JOIN LATERAL (SELECT * FROM etl_batch_runs x WHERE x.batch_id = b.batch_id ORDER BY run_id DESC LIMIT 1) r ON true
-LEFT JOIN etl_batch_metrics m ON m.run_id = r.run_id
-ORDER BY b.batch_id DESC LIMIT %d
+SELECT batch_id, state, run_id, run_state,
+       coalesce(to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), ''),
+       coalesce(seconds::int::text, ''), CASE WHEN state = 'published' THEN published::text ELSE '' END,
+       coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(transactions_rejected))::text, ''),
+       coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(subscribers_rejected))::text, ''),
+       coalesce(pending_in::text, ''), coalesce(pending_out::text, ''),
+       coalesce(transactions_duplicate::text, ''), coalesce(reason, ''), coalesce(next_step, '')
+FROM etl_batch_overview ORDER BY batch_id DESC LIMIT %d
 """
 STATUS_COLUMNS = ("batch", "state", "run", "run state", "started (UTC)", "seconds", "published",
-                  "tx rejected", "subs rejected", "pending in", "pending out", "duplicates", "error")
+                  "tx rejected", "subs rejected", "pending in", "pending out", "duplicates")
+NO_STORE = "does not exist"   # psql's words for a store no run has created yet
 
 
-def store_query(sql: str) -> list[list[str]]:
+def store_query(sql: str) -> list[list[str]] | None:
+    """Rows of a query on the store (psql in the postgres container); None when it has no tables yet."""
     s = spec()
     db = s["connections"][s["variables"]["optasia_pipeline"]["store_conn_id"]]["schema"]
     infra = projects()[0]
     p = compose(infra, "exec", "-T", "-u", "postgres", "postgres", "psql", "-d", db, "-X", "-tA", "-F", "\t",
                 "-v", "ON_ERROR_STOP=1", "-c", sql, capture_output=True, text=True)
+    if p.returncode != 0 and NO_STORE in p.stderr:
+        return None
     if p.returncode != 0:
         die(f"cannot read the store ({db}): {p.stderr.strip()[-1000:]}; check `make health`")
     return [line.split("\t") for line in p.stdout.splitlines() if line]
 
 
 def cmd_status(limit: int) -> int:
+    """The table, then each failed batch's reason and what to do, one line each."""
     rows = store_query(STATUS_SQL % int(limit))
     if not rows:
         say("no batches in the store yet; `make demo` runs one")
         return 0
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(STATUS_COLUMNS)]
+    table = [r[:len(STATUS_COLUMNS)] for r in rows]
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(STATUS_COLUMNS)]
     say("  ".join(c.ljust(w) for c, w in zip(STATUS_COLUMNS, widths, strict=True)).rstrip())
-    for r in rows:
+    for r in table:
         say("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    notes = [(r[0], r[1], r[-2], r[-1]) for r in rows if r[-2] and r[1] == "failed"]
+    if notes:
+        say("")
+    for batch, state, reason, next_step in notes:
+        say(f"{batch} {state}: {reason}")
+        if next_step:
+            say(f"  next: {next_step}")
     return 0
 
 
@@ -209,6 +226,10 @@ def main(argv=None) -> int:
     p = sub.add_parser("shell")
     p.add_argument("service")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p = sub.add_parser("logs")
+    p.add_argument("service")
+    p.add_argument("--since", help="only lines newer than this (10m, 2h, an RFC 3339 time)")
+    p.add_argument("--no-follow", action="store_true", help="print and exit instead of following")
     p = sub.add_parser("airflow")
     p.add_argument("args", nargs=argparse.REMAINDER)
     sub.add_parser("parse")
@@ -225,6 +246,8 @@ def main(argv=None) -> int:
         return cmd_restart(args.service)
     if args.command == "shell":
         return cmd_shell(args.service, args.cmd)
+    if args.command == "logs":
+        return cmd_logs(args.service, args.since, not args.no_follow)
     if args.command == "airflow":
         return cmd_airflow(args.args)
     if args.command == "parse":

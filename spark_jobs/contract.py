@@ -147,3 +147,4 @@ EXIT_ORDER = 5            # the batch may not run now (blocked, older than the l
 # The ones retrying cannot fix, and what they mean.
 FINAL_EXIT_CODES = {EXIT_CONFIG: "configuration error", EXIT_CONTRACT: "contract failure",
                     EXIT_ORDER: "order of batches"}
+

@@ -21,8 +21,6 @@ from .errors import EtlError, OrderError
 from .migrations import current_version
 
 log = logging.getLogger(__name__)
-# Session-level advisory lock held for a whole run: batches run one at a time.
-BATCH_LOCK = 0x0F7A5_BA7C
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,9 @@ class Store:
             )
 
     def lock(self):
-        got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (BATCH_LOCK,)).fetchone()[0]
+        # A session-level advisory lock held for the whole run: batches run one at a
+        # time. Its key is the store's (sql/0007), so etl_record_failure sees it too.
+        got = self.conn.execute("SELECT pg_try_advisory_lock(etl_batch_lock_key())").fetchone()[0]
         self.conn.commit()
         if not got:
             holder = self.conn.execute(

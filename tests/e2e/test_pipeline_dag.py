@@ -5,8 +5,9 @@ off, so every run is one of these tests'):
 
   B0 clean batch -> published, Parquet read back from HDFS = _metrics.json = the contract
   B1 next batch  -> resolves B0's pending rows; then rerun (cleared) -> identical
-  B2 too dirty   -> fails at quality_checks, nothing published, alert e-mail;
-                    clean files landed and the run cleared -> published
+  B2 binary garbage -> fails at quality_checks, nothing published, alert e-mail;
+                    `make status`, the Batches page and the run's note say why and what next;
+                    clean files landed and `make run` -> the failed run again -> published
   B3 DataNode stopped during spark_processing -> the task retries, the run succeeds
   faults, one batch each: PostgreSQL restarted (during the job, during the
   publish), scheduler and api-server restarted, the Celery worker SIGKILLed
@@ -30,6 +31,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -428,10 +430,31 @@ def test_rerunning_the_latest_batch_leaves_identical_rows_and_state(pipeline, tm
     assert p.store_state() == store
 
 
-def test_a_batch_over_the_reject_threshold_fails_at_the_gate_and_alerts(pipeline, mailbox, tmp_path):
+def garble(path: Path, keep_every: int = 10, seed: int = 7):
+    """Replace all but every ``keep_every``-th data line of a CSV file with random bytes (a
+    producer that wrote binary garbage), keeping the header, owner and mode."""
+    import random
+
+    rnd = random.Random(seed)
+    header, *lines = path.read_bytes().rstrip(b"\n").split(b"\n")
+    out = [header] + [line if i % keep_every == 0 else bytes(rnd.randrange(256) for _ in range(60)).replace(b"\n", b" ")
+                      for i, line in enumerate(lines)]
+    path.write_bytes(b"\n".join(out) + b"\n")
+
+
+def test_a_batch_of_binary_garbage_fails_at_the_gate_says_why_everywhere_and_alerts(pipeline, mailbox, stack,
+                                                                                   token, tmp_path):
+    """A transactions file that is 90% binary garbage: the gate refuses it and
+    nothing is published. `make status` (from a new user's shell), the Batches
+    page and the DAG run's note show the batch as failed with the gate's check
+    and figure in one line and what to do next; the alert goes out. Fixed
+    files landed and `make run` (what they advise) publish it."""
+    from tests.e2e.test_pipeline_ops import new_user_make
+
     p = pipeline
     first = p.next_first
-    p.land(B2, seed=23, dirty=0.9)
+    p.land(B2, seed=23, dirty=0.05)
+    garble(p.landing / B2 / "transactions.csv")
     run_id = p.trigger(B2)
     assert p.wait(run_id) == "failed"
     tis = p.tis(run_id)
@@ -440,21 +463,41 @@ def test_a_batch_over_the_reject_threshold_fails_at_the_gate_and_alerts(pipeline
     assert tis["quality_checks"]["try_number"] == 1            # a contract failure is not retried
     assert states["hdfs_storage"] == "upstream_failed" and states["cleanup"] == "success", states
     log = p.log(run_id, "quality_checks", 1)
-    assert "reject ratio" in log and "above the threshold 0.2" in log
-    # nothing published, the inputs kept for a rerun
+    assert "of rows rejected" in log and "limit 20%" in log and "malformed_row" in log, log[-3000:]
+    # nothing published, the inputs kept for a rerun; the store keeps it staged (it blocks later batches)
     assert p.hdfs("-test", "-e", f"/optasia/warehouse/transactions/batch_id={B2}", check=False).returncode != 0
     assert p.hdfs("-test", "-e", f"/optasia/warehouse/rejects/batch_id={B2}", check=False).returncode != 0
     assert (p.landing / B2 / "transactions.csv").exists()
     assert p.sql("SELECT status FROM etl_batches WHERE batch_id = %s", B2) == [("staged",)]
+    # the reason, one line, the same in the three places an operator looks
+    (reason,) = p.sql("SELECT reason FROM etl_batch_overview WHERE batch_id = %s", B2)[0]
+    assert reason.startswith("quality_checks: ") and "% of rows rejected (" in reason and "limit 20%" in reason
+    status = new_user_make(stack, "status", "LIMIT=50").stdout
+    row = next(ln.split() for ln in status.splitlines() if ln.startswith(B2))
+    assert row[1] == "failed", status
+    assert f"{B2} failed: {reason}" in status, status
+    assert "next: its store changes are applied and hold back later batches" in status
+    assert f"`make run BATCH={B2}`" in status and f"`make abandon BATCH={B2}`" in status
+    req = urllib.request.Request(stack.airflow_api() + "/optasia-batches/api/batches?limit=50",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        page = {b["batch_id"]: b for b in json.load(resp)}[B2]
+    assert page["state"] == "failed" and page["error"] == reason and f"make abandon BATCH={B2}" in page["next_step"]
+    note = p.api(f"/api/v2/dags/{DAG}/dagRuns/{run_id}")["note"]
+    assert note.startswith(f"**Failed** at `quality_checks`, batch `{B2}`: ") and reason.split(": ", 1)[1] in note
+    assert f"make run BATCH={B2}" in note and "/plugin/optasia-batches" in note
     # the alert: DAG, task, batch, log URL, reason
     mail = mailbox.wait_for(f"batch {B2}", "quality_checks")
-    assert "ops@example.com" in mail and DAG in mail and "reject ratio" in mail
+    assert "ops@example.com" in mail and DAG in mail and "of rows rejected" in mail
     assert f"/dags/{DAG}/runs/" in mail and "/tasks/quality_checks" in mail
-    # fixed inputs landed, the failed run cleared: the same batch goes through
+    # fixed inputs landed, then what the operator is told: `make run` runs the failed run again
     p.land(B2, seed=24, dirty=0.1, first=first)
-    p.clear(run_id)
-    assert p.wait(run_id) == "success", p.explain(run_id)
+    out = new_user_make(stack, "run", f"BATCH={B2}", timeout=1200).stdout
+    assert f"cleared run {run_id}" in out and f"batch {B2} published" in out, out[-3000:]
+    assert p.state(run_id) == "success"
     check_partition(p, B2, tmp_path)
+    assert p.sql("SELECT state, reason FROM etl_batch_overview WHERE batch_id = %s", B2) == [("published", None)]
+    assert p.api(f"/api/v2/dags/{DAG}/dagRuns/{run_id}")["note"].startswith(f"**Published** batch `{B2}`")
 
 
 def test_a_datanode_outage_during_spark_processing_is_retried(pipeline, stack):
@@ -752,7 +795,11 @@ def test_a_batch_the_worker_cannot_read_fails_naming_the_file_and_uid(pipeline, 
     for words in (f"/{M_UNREAD}/transactions.csv is not readable by the Airflow worker (uid 50000",
                   "owned by uid 0, gid 0, mode -rw-------", "then clear wait_for_landing"):
         assert words in log, log[-3000:]
-    assert store_runs(p, M_UNREAD) == []
+    # the store knows only that this attempt failed, and why; nothing of the batch is applied
+    (failed,) = store_runs(p, M_UNREAD)
+    assert failed[1] == "failed" and failed[2].startswith("wait_for_landing: ") and "not readable" in failed[2]
+    assert p.sql("SELECT status, applied_run_id FROM etl_batches WHERE batch_id = %s", M_UNREAD) == [
+        ("failed", None)]
     assert p.hdfs("-test", "-e", f"/optasia/raw/{M_UNREAD}", check=False).returncode != 0
     os.chown(tx, 50000, 0)
     tx.chmod(0o664)
@@ -863,7 +910,10 @@ def test_make_abandon_gives_up_a_failed_batch_so_later_ones_run(pipeline, stack)
     log = p.log(blocked, "spark_processing", 1)
     assert (ti["state"], ti["try_number"]) == ("failed", 1), ti
     assert "order of batches" in log and f"batch {b4} failed after staging" in log and f"blocks batch {b7}" in log
-    assert store_runs(p, b7) == []
+    # nothing of b7 applied: the store holds the refused attempt and its reason only
+    (refused,) = store_runs(p, b7)
+    assert refused[1] == "failed" and f"batch {b4} failed after staging" in refused[2], refused
+    assert p.sql("SELECT status, applied_run_id FROM etl_batches WHERE batch_id = %s", b7) == [("failed", None)]
     out = run(["make", "--no-print-directory", "abandon", f"BATCH={b4}"], env={"OPTASIA_HOME": stack.home}).stdout
     assert f"batch {b4} abandoned; later batches can run" in out
     assert p.sql("SELECT status FROM etl_batches WHERE batch_id = %s", b4) == [("abandoned",)]

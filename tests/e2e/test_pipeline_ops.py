@@ -5,19 +5,59 @@ test_pipeline_dag.py (file order), so the store holds real batches."""
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import logged_in_page, run
+from tests.e2e.conftest import ROOT, logged_in_page, run
 
 pytestmark = pytest.mark.e2e
+# What a new user's root shell has: the system's PATH (whose python3 is Debian's,
+# with none of the project's packages), no venv on it, no PYTHONPATH.
+NEW_USER_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+                "LANG": "C.UTF-8", "TERM": "dumb"}
 
 
 def make(stack, *args, check=True, timeout=900):
     return run(["make", "-s", "--no-print-directory", *args], check=check, timeout=timeout,
                env={"OPTASIA_HOME": stack.home})
+
+
+def new_user_make(stack, *args, check=True, timeout=900) -> subprocess.CompletedProcess:
+    """`make VERB` from the checkout in a new user's shell: nothing of the test run's environment."""
+    p = subprocess.run(["make", "-s", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=timeout, env={**NEW_USER_ENV, "OPTASIA_HOME": stack.home})
+    if check and p.returncode != 0:
+        raise AssertionError(f"make {' '.join(args)} failed ({p.returncode}) in a new user's shell:\n"
+                             f"{p.stdout[-4000:]}\n{p.stderr[-4000:]}")
+    return p
+
+
+# (verb and arguments, what its output must show): every verb of `make help` that changes nothing
+NEW_USER_VERBS = [
+    (("health",), "namenode"),
+    (("status",), "batch"),
+    (("services",), "airflow-scheduler"),
+    (("parse",), "optasia_etl_pipeline"),
+    (("airflow", "ARGS=dags list"), "optasia_etl_pipeline"),
+    (("shell", "SERVICE=namenode", "CMD=hdfs dfs -ls /"), "/optasia"),
+    (("restart", "SERVICE=airflow-triggerer"), "healthy again after"),
+    (("logs", "SERVICE=namenode", "SINCE=24h", "FOLLOW=0"), "NameNode"),
+    (("help",), "make status"),
+]
+
+
+def test_every_verb_runs_from_a_new_user_s_shell(stack):
+    """The host's python3 has none of the project's packages: each verb runs with the venv's."""
+    bare = subprocess.run(["python3", "-c", "import spark_jobs"], cwd="/", env=NEW_USER_ENV,
+                          capture_output=True, text=True)
+    assert bare.returncode != 0, "the new user's python3 imports spark_jobs: this test would prove nothing"
+    for args, expected in NEW_USER_VERBS:
+        out = new_user_make(stack, *args, timeout=600).stdout
+        assert expected in out, (args, out[-3000:])
+    assert stack.health(check=False).returncode == 0
 
 
 def test_make_help_lists_every_verb(stack):
