@@ -610,8 +610,12 @@ def test_postgres_restarted_while_the_job_runs_and_while_the_publish_is_recorded
     wait_until("the job's run row", lambda: [r for r in store_runs(p, F_PG) if r[1] == "running"], p, run_id,
                every=0.5)
     stack.compose("restart", "-t", "10", "postgres")
-    wait_until("spark_processing succeeded", lambda: p.tis(run_id)["spark_processing"]["state"] == "success",
-               p, run_id, timeout=900, every=2)
+    # The row lock is taken as soon as the retried job's apply committed (its run
+    # row `staged`: the job writes etl_batches no more), long before hdfs_storage
+    # can start; waiting for spark_processing's success left a race with a fast
+    # quality_checks.
+    wait_until("the retried job's apply committed", lambda: [r for r in store_runs(p, F_PG) if r[1] == "staged"],
+               p, run_id, timeout=900, every=0.5)
     ep = stack.endpoints()
     lock = psycopg.connect(host="127.0.0.1", port=int(ep["postgres_port"]), dbname="optasia", user="optasia",
                            password=stack.secret("postgres_store_password"))
