@@ -614,8 +614,12 @@ def test_postgres_restarted_while_the_job_runs_and_while_the_publish_is_recorded
     # row `staged`: the job writes etl_batches no more), long before hdfs_storage
     # can start; waiting for spark_processing's success left a race with a fast
     # quality_checks.
-    wait_until("the retried job's apply committed", lambda: [r for r in store_runs(p, F_PG) if r[1] == "staged"],
-               p, run_id, timeout=900, every=0.5)
+    def staged():
+        try:
+            return [r for r in store_runs(p, F_PG) if r[1] == "staged"]
+        except psycopg.OperationalError:        # the store is still restarting
+            return []
+    wait_until("the retried job's apply committed", staged, p, run_id, timeout=900, every=0.5)
     ep = stack.endpoints()
     lock = psycopg.connect(host="127.0.0.1", port=int(ep["postgres_port"]), dbname="optasia", user="optasia",
                            password=stack.secret("postgres_store_password"))
