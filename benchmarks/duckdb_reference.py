@@ -51,8 +51,8 @@ import duckdb
 
 # The names the contract gives (channels, reasons, metrics) and its laws, shared
 # with the job; the rules themselves are this module's own reading of the contract.
-from spark_jobs.contract import (DEFAULT_CHANNELS, METRIC_KEYS, SUBSCRIBER_REASONS, TRANSACTION_REASONS,
-                                 conservation_errors)
+from spark_jobs.contract import (DEFAULT_CHANNELS, DEFAULT_MAX_LINE_BYTES, METRIC_KEYS, SUBSCRIBER_REASONS,
+                                 TRANSACTION_REASONS, conservation_errors)
 from spark_jobs.contract import batch_date as _batch_date
 
 __all__ = [
@@ -99,9 +99,11 @@ _EDGE_WS = ("contains(line, ' ,') OR contains(line, ', ') OR starts_with(line, '
             + " ELSE false END")
 
 # line -> list of fields, unquoted [5] and trimmed [7]; NULL when the line is
-# unparseable. Lines without '"' (nearly all) are split on commas; only those
-# with white space at a field's edge pay for trimming.
-RECORD_SQL = f"""CASE
+# unparseable or longer than the line bound (its UTF-8 bytes, strlen; filled in
+# by record_sql). Lines without '"' (nearly all) are split on commas; only
+# those with white space at a field's edge pay for trimming.
+_RECORD_SQL = f"""CASE
+    WHEN strlen(line) > @MAX_LINE_BYTES@ THEN NULL
     WHEN NOT contains(line, '"') THEN CASE
         WHEN {_EDGE_WS} THEN list_transform(string_split(line, ','), lambda x: trim(x, {_WS_LIT}))
         ELSE string_split(line, ',') END
@@ -110,6 +112,11 @@ RECORD_SQL = f"""CASE
         lambda x: trim(CASE WHEN starts_with(x, '"')
                             THEN replace(substr(x, 2, length(x) - 2), '""', '"') ELSE x END, {_WS_LIT}))
     END"""
+
+
+def record_sql(max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> str:
+    """The line -> record expression for a line bound (a longer line is a malformed_row)."""
+    return _RECORD_SQL.replace("@MAX_LINE_BYTES@", str(int(max_line_bytes)))
 
 
 _DELIM = "\x01"      # never in a sane CSV; if it occurs the file is rewritten
@@ -248,7 +255,8 @@ def _connect(threads: int | None, memory_limit: str | None, tmpdir: str) -> duck
 
 
 
-def _subscribers(con, lines_sql: str, batch_date: dt.date, keep_records: bool = False) -> None:
+def _subscribers(con, lines_sql: str, batch_date: dt.date, keep_records: bool = False,
+                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
     """-> temp table ``ref_sub_groups(reason, sub_id, activation_date, n)``.
 
     Rejected rows are grouped by reason only; valid rows by ``sub_id`` with
@@ -257,7 +265,7 @@ def _subscribers(con, lines_sql: str, batch_date: dt.date, keep_records: bool = 
     kept = "CASE WHEN reason IS NOT NULL THEN rec END AS rec," if keep_records else ""
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE ref_sub_groups AS
-WITH r AS (SELECT {RECORD_SQL} AS rec FROM ({lines_sql})),
+WITH r AS (SELECT {record_sql(max_line_bytes)} AS rec FROM ({lines_sql})),
 p AS (
     SELECT rec, rec[1] AS sub_id,
         -- exact format and ranges by RE2, then the calendar (Feb 30, Feb 29) by the cast
@@ -286,7 +294,8 @@ SELECT sub_id, activation_date,
 FROM ref_sub_groups WHERE reason IS NULL""")
 
 
-def _transactions(con, lines_sql: str, allowed: Sequence[str], keep_records: bool = False) -> None:
+def _transactions(con, lines_sql: str, allowed: Sequence[str], keep_records: bool = False,
+                  max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
     """-> temp table ``ref_tx_groups(reason, micros, sub_id, amount, channel, ascii, n)``.
 
     Rules 1-5 in order; rejected rows are grouped by reason only, the others
@@ -300,7 +309,7 @@ def _transactions(con, lines_sql: str, allowed: Sequence[str], keep_records: boo
     not_allowed = f"channel NOT IN ({allowed_sql})" if allowed else "true"
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE ref_tx_groups AS
-WITH r AS (SELECT {RECORD_SQL} AS rec FROM ({lines_sql})),
+WITH r AS (SELECT {record_sql(max_line_bytes)} AS rec FROM ({lines_sql})),
 f AS (SELECT rec, rec[1] AS ts_s, rec[2] AS sub_id, rec[3] AS amt_s, rec[4] AS ch FROM r),
 z AS (
     SELECT *,
@@ -504,6 +513,7 @@ def run_reference(
     memory_limit: str | None = None,
     timings: dict | None = None,
     store_dsn: str | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> dict:
     """Process one batch against an empty store and an empty pending table.
 
@@ -553,17 +563,17 @@ def run_reference(
             # DuckDB's reader may still refuse a file (a line over 2 MiB, a UTF-8
             # sequence Python accepted): rewrite it and retry with a large line limit.
             try:
-                _subscribers(con, sub_lines, batch_date, keep)
+                _subscribers(con, sub_lines, batch_date, keep, max_line_bytes)
             except duckdb.InvalidInputException:
                 _subscribers(con, _lines_sql(paths["subscribers"], tmpdir, "subscribers", True,
-                                             _MAX_LINE_RETRY)[0], batch_date, keep)
+                                             _MAX_LINE_RETRY)[0], batch_date, keep, max_line_bytes)
             lap("subscribers")
             try:
-                _transactions(con, tx_lines, allowed, keep)
+                _transactions(con, tx_lines, allowed, keep, max_line_bytes)
             except duckdb.InvalidInputException:
                 tx_ascii = False
                 _transactions(con, _lines_sql(paths["transactions"], tmpdir, "transactions", True,
-                                              _MAX_LINE_RETRY)[0], allowed, keep)
+                                              _MAX_LINE_RETRY)[0], allowed, keep, max_line_bytes)
             lap("transactions")
             metrics = _finish(con, allowed, cutoff_micros, output_dir, tx_ascii, keep)
             lap("match_and_count")
@@ -592,6 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--channels", default=",".join(DEFAULT_CHANNELS),
                     help="allowed channels, comma separated (default %(default)s)")
     ap.add_argument("--pending-ttl-days", type=int, default=7, help="default %(default)s")
+    ap.add_argument("--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES,
+                    help="a longer line is a malformed_row (default %(default)s)")
     ap.add_argument("--output", metavar="DIR", help="write the published rows to DIR/published.parquet")
     ap.add_argument("--threads", type=int, help="DuckDB threads (default: the CPUs this process may use)")
     ap.add_argument("--memory-limit", help="DuckDB memory_limit, e.g. 4GB (default: 60%% of RAM)")
@@ -605,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         metrics = run_reference(args.landing_dir, args.batch_id, args.channels, args.pending_ttl_days,
                                 args.output, threads=args.threads, memory_limit=args.memory_limit,
-                                timings=timings, store_dsn=args.store_dsn)
+                                timings=timings, store_dsn=args.store_dsn, max_line_bytes=args.max_line_bytes)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

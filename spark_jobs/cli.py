@@ -14,7 +14,7 @@ import sys
 import time
 
 from .config import JobConfig, database_from, parse_channels
-from .contract import DEFAULT_CHANNELS
+from .contract import DEFAULT_CHANNELS, DEFAULT_MAX_LINE_BYTES
 from .errors import EtlError
 
 
@@ -39,6 +39,10 @@ def _common_batch(p: argparse.ArgumentParser, inputs: bool):
         p.add_argument("--allowed-channels", default=",".join(DEFAULT_CHANNELS),
                        help="comma separated (default %(default)s)")
         p.add_argument("--pending-ttl-days", type=int, default=7)
+        p.add_argument("--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES,
+                       help="a longer line (UTF-8 bytes, line ending excluded) is a malformed_row and is "
+                            "not parsed; the rejects keep its first characters and its size "
+                            "(default %(default)s)")
         p.add_argument("--force", action="store_true",
                        help="allow reprocessing a batch older than the latest one")
     p.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
@@ -79,6 +83,7 @@ def _config(args) -> JobConfig:
         database=db,
         allowed_channels=parse_channels(getattr(args, "allowed_channels", None)),
         pending_ttl_days=getattr(args, "pending_ttl_days", 7),
+        max_line_bytes=getattr(args, "max_line_bytes", DEFAULT_MAX_LINE_BYTES),
         force=getattr(args, "force", False),
         staging_uri=args.staging_uri,
     )

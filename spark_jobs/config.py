@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from . import contract
-from .contract import DEFAULT_CHANNELS
+from .contract import DEFAULT_CHANNELS, DEFAULT_MAX_LINE_BYTES
 from .errors import ConfigError
 
 
@@ -115,6 +115,12 @@ def _authority(uri: str) -> tuple[str, str]:
     return parts.scheme or "file", parts.netloc
 
 
+# The bound on one line: at least a valid transaction line with every field
+# padded a little; at most what one Spark string holds with room to spare.
+MIN_MAX_LINE_BYTES = 256
+MAX_MAX_LINE_BYTES = 1 << 30
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """Everything one run of the job needs."""
@@ -125,6 +131,7 @@ class JobConfig:
     database: Database
     allowed_channels: tuple[str, ...] = DEFAULT_CHANNELS
     pending_ttl_days: int = 7
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES   # a longer line is a malformed_row, not parsed
     force: bool = False     # allow rerunning a batch older than the latest one
     jdbc_partitions: int = 2      # parallel JDBC reads of the store
     staging_uri: str = ""   # where partitions are written before the rename; same filesystem
@@ -134,6 +141,10 @@ class JobConfig:
         parse_batch_id(self.batch_id)
         if self.pending_ttl_days < 0:
             raise ConfigError("pending TTL must be 0 or more days")
+        if not MIN_MAX_LINE_BYTES <= self.max_line_bytes <= MAX_MAX_LINE_BYTES:
+            raise ConfigError(
+                f"max line bytes must be within {MIN_MAX_LINE_BYTES:,}..{MAX_MAX_LINE_BYTES:,} "
+                f"(got {self.max_line_bytes:,}; the default is {DEFAULT_MAX_LINE_BYTES:,})")
         if self.staging_uri and _authority(self.staging_uri) != _authority(self.warehouse_uri):
             raise ConfigError(
                 f"staging {self.staging_uri} and warehouse {self.warehouse_uri} must be on the same "

@@ -86,6 +86,10 @@ METRICS_FILE = "_metrics.json"
 # ----------------------------------------------------------------------------
 
 DEFAULT_CHANNELS = ("SMS", "USSD", "APP", "WEB")
+# A line (its UTF-8 bytes, line ending excluded) longer than this is a
+# malformed_row without being parsed field by field; real lines are under
+# 200 bytes. The setting max_line_bytes overrides it.
+DEFAULT_MAX_LINE_BYTES = 1 << 20
 SUBSCRIBER_REASONS = ("malformed_row", "invalid_sub_id", "invalid_activation_date")
 TRANSACTION_REASONS = ("malformed_row", "invalid_timestamp", "invalid_sub_id", "invalid_amount",
                        "invalid_channel", "before_activation", "unmatched_expired")

@@ -183,7 +183,7 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
     timings = timings if timings is not None else Timings()
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     fs = HadoopFs(spark)
-    rules = tr.BatchRules(cfg.batch_date, cfg.allowed_channels, cfg.pending_ttl_days)
+    rules = tr.BatchRules(cfg.batch_date, cfg.allowed_channels, cfg.pending_ttl_days, cfg.max_line_bytes)
     staging = cfg.staging_path(plan.run_id)
     persisted: list[DataFrame] = []
     r = plan.run_id
@@ -199,7 +199,7 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
         with timings.step("read_validate_keys", "reading the files, validating the subscribers, staging the sub_ids"):
             subs_lines = read_lines(spark, fs, cfg.input_path("subscribers.csv"))
             tx_lines = read_lines(spark, fs, cfg.input_path("transactions.csv"))
-            subs = keep(tr.validate_subscribers(tr.parse_lines(subs_lines), rules))
+            subs = keep(tr.validate_subscribers(tr.parse_lines(subs_lines, rules.max_line_bytes), rules))
             unique = keep(tr.collapse_subscribers(subs.where(F.col("reason").isNull())))
             # One query: the subscribers by reason, and the batch's sub_ids as COPY
             # blocks from a cheap projection of the transactions (the sub_id field
@@ -208,7 +208,8 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
             # count the transaction file's rows (before any rule), so the
             # conservation law checks the fates against the input.
             null = F.lit(None).cast("string")
-            tx_ids = tr.transaction_sub_id_rows(tr.parse_lines(tx_lines)).select("sub_id", F.lit(1).alias("n"))
+            tx_ids = tr.transaction_sub_id_rows(tr.parse_lines(tx_lines, rules.max_line_bytes)).select(
+                "sub_id", F.lit(1).alias("n"))
             # Every key once, with its transaction rows (null: rows that cannot be valid).
             keyed = unique.select("sub_id", F.lit(0).alias("n")).unionByName(tx_ids).groupBy("sub_id").agg(
                 F.sum("n").alias("n"))
@@ -237,7 +238,7 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
         with timings.step("store_read_match_write", "reading the store; validating, collapsing and matching "
                                                     "the transactions; writing the published rows"):
             fs.delete(staging)
-            txs = tr.validate_transactions(tr.parse_lines(tx_lines), rules)
+            txs = tr.validate_transactions(tr.parse_lines(tx_lines, rules.max_line_bytes), rules)
             after = merge.select("sub_id", F.col("after_activation_date").alias("activation_date"))
             fates = keep(tr.decide_fates(tr.rank_transactions(txs, pending, partitions), after, rules))
             tr.published_rows(fates).write.parquet(tx_stage)

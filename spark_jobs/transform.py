@@ -16,6 +16,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
+from .contract import DEFAULT_MAX_LINE_BYTES
+
 SUB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 DATE_PATTERN = r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$"
 # Groups: 1 y, 2 mo, 3 d, 4 h, 5 mi, 6 s, 7 fraction, 8 zone
@@ -27,6 +29,9 @@ AMOUNT_PATTERN = r"^[0-9]{1,14}(\.[0-9]{1,4})?$"
 # ASCII white space (docs/data-contract-notes.md #7)
 _WS_CHARS = " \t\n\r\f\x0B"
 AMOUNT_TYPE = T.DecimalType(18, 4)
+# What the rejects keep of a line over max_line_bytes: its first characters,
+# then a note of its size (docs/data-contract.md, "Rejects").
+OVERSIZED_KEPT_CHARS = 1024
 MICROS_PER_DAY = 86_400_000_000
 
 RECORD_TYPE = T.ArrayType(T.StringType())
@@ -47,6 +52,7 @@ class BatchRules:
     batch_date: dt.date
     allowed_channels: tuple[str, ...] = ("SMS", "USSD", "APP", "WEB")
     pending_ttl_days: int = 7
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 
     @property
     def expiry_cutoff_micros(self) -> int:
@@ -88,28 +94,40 @@ def text_rows(lines: DataFrame) -> DataFrame:
     """
     value = F.col("value")
     line = F.when(value.startswith("\uFEFF"), F.substring(value, 2, 1 << 30)).otherwise(value).alias("line")
-    return lines.select(line).where(F.length("line") > 0)
+    return lines.select(line).where(F.octet_length("line") > 0)
 
 
-def parse_record(line: Column) -> tuple[Column, Column]:
+def oversized_record(line: Column) -> Column:
+    """What the rejects keep of a line over the size bound: its first
+    OVERSIZED_KEPT_CHARS characters, and a second element saying its size."""
+    note = F.concat(F.lit("[truncated: the line has "), F.octet_length(line).cast("string"),
+                    F.lit(f" bytes; its first {OVERSIZED_KEPT_CHARS} characters are kept]"))
+    return F.array(F.substring(line, 1, OVERSIZED_KEPT_CHARS), note)
+
+
+def parse_record(line: Column, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> tuple[Column, Column]:
     """``(record, parsed)`` of one line, computed in the JVM.
 
-    A line without a quote is split on commas; a line with one is checked
+    A line over ``max_line_bytes`` (UTF-8 bytes; a constant-time check) is
+    not parsed: ``parsed`` is false and its record is oversized_record's. A
+    line without a quote is split on commas; a line with one is checked
     against CSV_LINE_PATTERN and its fields cut out. An unparseable line
     keeps the whole line as its single-element record and ``parsed`` false.
     """
+    fits = F.octet_length(line) <= F.lit(max_line_bytes)
     has_quote = line.contains('"')
-    parsed = ~has_quote | line.rlike(CSV_LINE_PATTERN)
-    record = F.when(~has_quote, F.split(line, ",", -1)).when(parsed, _csv_fields(line)).otherwise(F.array(line))
+    parsed = fits & (~has_quote | line.rlike(CSV_LINE_PATTERN))
+    record = (F.when(~fits, oversized_record(line)).when(~has_quote, F.split(line, ",", -1))
+              .when(parsed, _csv_fields(line)).otherwise(F.array(line)))
     return record, parsed
 
 
-def parse_lines(lines: DataFrame) -> DataFrame:
+def parse_lines(lines: DataFrame, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> DataFrame:
     """Text lines (column ``value``) -> ``record`` (fields, untrimmed) and ``parsed``.
 
     Rows as text_rows gives them, in one pass (see parse_record).
     """
-    record, parsed = parse_record(F.col("line"))
+    record, parsed = parse_record(F.col("line"), max_line_bytes)
     return text_rows(lines).select(record.alias("record"), parsed.alias("parsed"))
 
 
@@ -121,15 +139,18 @@ def trim_ws(c: Column) -> Column:
 # --------------------------------------------------------------------------
 # Values
 #
-# Each field is matched against its pattern once; the parts of a matched
+# Each field is matched against its pattern once, and only a value that
+# matched is converted: the patterns are anchored and bounded, so their cost is
+# linear in the field, while a conversion of an unbounded value need not be
+# (Java's decimal parsing is quadratic in the digits). The parts of a matched
 # value sit at fixed positions, so they are cut out with substrings. The
 # callers build columns in stages (trimmed field -> match -> value -> reason)
 # because Catalyst does not share a subexpression between the branches of a
 # CASE WHEN: written as one expression, each regex would run several times.
 # --------------------------------------------------------------------------
 
-def _int(s: str, pos: int, length: int) -> Column:
-    return F.substring(F.col(s), pos, length).try_cast("int")
+def _int(s: str, matched: str, pos: int, length: int) -> Column:
+    return F.when(F.col(matched), F.substring(F.col(s), pos, length).try_cast("int"))
 
 
 def _valid_ymd(y: Column, m: Column, d: Column) -> Column:
@@ -151,8 +172,8 @@ def _epoch_day(ok: str, y: str, m: str, d: str) -> Column:
 def with_date(df: DataFrame, src: str, matched: str, out: str) -> DataFrame:
     """Adds ``out``: the date of ``src`` (a string that matched DATE_PATTERN when
     ``matched``), null when not a real date. Adds ``_d_*`` helper columns."""
-    parts = df.select("*", _int(src, 1, 4).alias("_d_y"), _int(src, 6, 2).alias("_d_m"),
-                      _int(src, 9, 2).alias("_d_d"))
+    parts = df.select("*", _int(src, matched, 1, 4).alias("_d_y"), _int(src, matched, 6, 2).alias("_d_m"),
+                      _int(src, matched, 9, 2).alias("_d_d"))
     checked = parts.select("*", (F.coalesce(F.col(matched), F.lit(False))
                                  & _valid_ymd(F.col("_d_y"), F.col("_d_m"), F.col("_d_d"))).alias("_d_ok"))
     return checked.select("*", F.when(F.col("_d_ok"), F.date_from_unix_date(
@@ -168,10 +189,13 @@ def with_timestamp(df: DataFrame, src: str, matched: str, out: str) -> DataFrame
     Computed from epoch microseconds so the session time zone plays no part.
     Adds ``_t_*`` helper columns.
     """
+    def part(pos: int, length: int) -> Column:
+        return _int(src, matched, pos, length)
+
     parts = df.select(
-        "*", _int(src, 1, 4).alias("_t_y"), _int(src, 6, 2).alias("_t_mo"), _int(src, 9, 2).alias("_t_d"),
-        (_int(src, 12, 2) * 3600 + _int(src, 15, 2) * 60 + _int(src, 18, 2)).cast("long").alias("_t_secs"),
-        F.substring(F.col(src), 20, 64).alias("_t_rest"))
+        "*", part(1, 4).alias("_t_y"), part(6, 2).alias("_t_mo"), part(9, 2).alias("_t_d"),
+        (part(12, 2) * 3600 + part(15, 2) * 60 + part(18, 2)).cast("long").alias("_t_secs"),
+        F.when(F.col(matched), F.substring(F.col(src), 20, 64)).alias("_t_rest"))
     rest = F.col("_t_rest")
     offset_zone = (F.length(rest) >= 6) & F.substring(rest, -6, 1).isin("+", "-")
     zoned = parts.select(
@@ -275,15 +299,19 @@ def row_key(sub_id: Column, activation_date: Column) -> Column:
 def validate_transactions(records: DataFrame, rules: BatchRules) -> DataFrame:
     """-> ``record, reason, timestamp, sub_id, amount, channel`` (reason null when valid)."""
     allowed = [c.upper() for c in rules.allowed_channels]
+    # Upper-casing never shortens a string (in code points), so a channel
+    # longer than every allowed one is invalid without converting it.
+    longest = max((len(c) for c in allowed), default=0)
+    channel = _field(3)
     fields = records.select("record", "parsed", F.size("record").alias("_n"), _field(0).alias("_ts"),
                             _field(1).alias("sub_id"), _field(2).alias("_amount"),
-                            F.upper(_field(3)).alias("channel"))
+                            F.when(F.length(channel) <= longest, F.upper(channel)).alias("channel"))
     matched = fields.select(
         "*", F.col("_ts").rlike(TIMESTAMP_PATTERN).alias("_ts_ok"),
         _matches("sub_id", SUB_ID_PATTERN).alias("_sub_ok"),
         F.col("_amount").rlike(AMOUNT_PATTERN).alias("_amount_ok"))
     valued = with_timestamp(matched, "_ts", "_ts_ok", "timestamp").select(
-        "*", F.col("_amount").try_cast(AMOUNT_TYPE).alias("_amount_value"))
+        "*", F.when(F.col("_amount_ok"), F.col("_amount").try_cast(AMOUNT_TYPE)).alias("_amount_value"))
     valued = valued.select("*", F.when(F.col("_amount_ok") & (F.col("_amount_value") > 0),
                                        F.col("_amount_value")).alias("amount"))
     reason = (

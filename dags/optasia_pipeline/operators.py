@@ -96,6 +96,8 @@ class SparkJobOperator(DockerOperator):
             args += ["--input-uri", hdfs + s["raw_dir"],
                      "--allowed-channels", ",".join(s["allowed_channels"]),
                      "--pending-ttl-days", str(s["pending_ttl_days"])]
+            if s.get("max_line_bytes"):
+                args += ["--max-line-bytes", str(s["max_line_bytes"])]
         return args + ["--master", s.get("spark_master", "local[2]"),
                        "--driver-memory", s.get("spark_memory", "3g")]
 

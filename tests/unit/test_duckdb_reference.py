@@ -156,6 +156,16 @@ def test_empty_lines_are_ignored_and_not_counted(tmp_path):
     assert (m["subscribers_input"], m["transactions_input"], m["published"]) == (1, 1, 1)
 
 
+def test_a_line_over_the_bound_is_a_malformed_row(tmp_path):
+    at_bound = "S1," + "2" * 297                      # 300 bytes: judged field by field
+    subs = f"{at_bound}\n{'é' * 151}\nS2,2024-01-01\n"  # the second line: 302 bytes
+    assert sub_outcomes(run(tmp_path, subs, "", max_line_bytes=300)) == {
+        "invalid_activation_date": 1, "malformed_row": 1, "inserted": 1}
+    big = "2024-03-01T10:00:00Z,S1,5,SMS" + " " * 3_000_000      # over DuckDB's own 2 MiB line limit
+    assert tx_fate(tmp_path, big) == "malformed_row"
+    assert tx_fate(tmp_path, big, max_line_bytes=4_000_000) == "published"
+
+
 @pytest.mark.parametrize("blank", [" ", "\t", "  \t ", "\x0b", "\x0c"])
 def test_whitespace_only_line_is_a_malformed_row(tmp_path, blank):
     assert sub_fate(tmp_path, blank) == "malformed_row"
@@ -206,8 +216,11 @@ def test_control_byte_in_a_row_keeps_every_line(tmp_path):
 
 def test_line_longer_than_the_readers_limit_is_still_a_row(tmp_path):
     long_id = "S" * (3 << 20)
-    m = run(tmp_path, f"S1,2024-01-01\n{long_id},2024-01-01\n\"{long_id}\",2024-01-01\n", "")
+    subs = f"S1,2024-01-01\n{long_id},2024-01-01\n\"{long_id}\",2024-01-01\n"
+    m = run(tmp_path, subs, "", max_line_bytes=4 << 20)
     assert sub_outcomes(m) == {"invalid_sub_id": 2, "inserted": 1}
+    # over the job's default line bound: not parsed
+    assert sub_outcomes(run(tmp_path, subs, "")) == {"malformed_row": 2, "inserted": 1}
 
 
 def test_non_ascii_file_with_nbsp_is_data_not_white_space(tmp_path):   # [7]

@@ -84,6 +84,33 @@ def test_long_quoted_fields_and_many_fields_parse_without_stack_overflow(spark):
     assert got[3][1] is False and got[0][0][0].count('"') == 100_000
 
 
+def test_a_line_over_the_bound_is_malformed_unparsed_and_kept_as_its_start_and_size(spark):
+    rules = tr.BatchRules(BATCH, max_line_bytes=300)
+    at_bound = "S1," + "2" * 297                      # 300 bytes: parsed, judged field by field
+    over = '"' + "x" * 2000                            # would be an unclosed quote; never parsed
+    multi = "é" * 151                                  # 302 bytes in 151 characters
+    rows = tr.validate_subscribers(tr.parse_lines(lines(spark, at_bound, over, multi, "S2,2024-01-01"), 300),
+                                   rules).collect()
+    assert [r["reason"] for r in rows] == ["invalid_activation_date", "malformed_row", "malformed_row", None]
+    assert rows[0]["record"] == ["S1", "2" * 297]
+    assert rows[1]["record"] == [over[:tr.OVERSIZED_KEPT_CHARS],
+                                 f"[truncated: the line has 2001 bytes; its first {tr.OVERSIZED_KEPT_CHARS} "
+                                 "characters are kept]"]
+    assert rows[2]["record"][0] == multi and "has 302 bytes" in rows[2]["record"][1]
+
+
+def test_values_that_fail_their_pattern_are_never_converted(spark):
+    """A megabyte of digits: the amount pattern rejects it, so no decimal
+    parsing (quadratic in Java) runs; the timestamp and date parts likewise."""
+    big = "9" * 1_000_000
+    rows = txs_of(spark, f"2024-03-01T10:00:00Z,S1,{big},SMS", f"{big},S1,5,SMS", f"2024-03-01T10:00:00Z,S1,5,{big}",
+                  "2024-03-01T10:00:00Z,S1,5,ſms")
+    assert [r["reason"] for r in rows] == ["invalid_amount", "invalid_timestamp", "invalid_channel", None]
+    assert rows[3]["channel"] == "SMS"
+    (s,) = subs_of(spark, f"S1,{big}")
+    assert s["reason"] == "invalid_activation_date"
+
+
 def test_bom_is_removed(spark):
     (r,) = subs_of(spark, "\ufeffS1,2024-01-01")
     assert r["reason"] is None and r["sub_id"] == "S1"
