@@ -14,7 +14,13 @@ generates one batch on local disk and runs, on the same files, in this order:
 - ``duckdb``: the DuckDB stick, contract metrics only;
 - ``job-2nd`` (``--steady``, on by default): a second batch of the same size
   on top of the store the first one left (its subscribers and pending rows),
-  to show that the job reads only what the batch needs from the store.
+  to show that the job reads only what the batch needs from the store;
+- ``job-hostile`` (at ``--hostile-size``, 1M by default): the same batch with
+  the generator's hostile lines mixed in (``--hostile all``: 1 MB and 8 MB
+  values in every field, a 50 MB line, a million commas, a 20 MB last line
+  without a newline, unclosed quotes; ~300 MB more), run into a store of its
+  own, and checked against the DuckDB stick like the others: the hostile
+  lines must cost seconds, not minutes.
 
 It prints seconds, input rows/s and peak RSS (whole process tree) of each,
 the job's own split per step (``timings`` of its ``_metrics.json``), the
@@ -111,16 +117,18 @@ def measured(cmd: list[str], env: dict, label: str) -> tuple[float, int, str]:
     return seconds, peak, "".join(out_chunks)
 
 
-def generate(work: Path, n: int, batch: str, first_subscriber: int = 0, seed: int = 42) -> Path:
-    landing = work / f"landing-{n}"
+def generate(work: Path, n: int, batch: str, first_subscriber: int = 0, seed: int = 42,
+             hostile: bool = False) -> Path:
+    landing = work / f"landing-{n}{'-hostile' if hostile else ''}"
     stamp = landing / f".complete-{batch}"
     if stamp.exists():
         print(f"using generated batch {batch} in {landing}")
         return landing
-    print(f"generating {batch}: {n:,} transactions and {n // 5:,} subscribers into {landing} ...", flush=True)
+    print(f"generating {batch}: {n:,} transactions and {n // 5:,} subscribers"
+          f"{' with the hostile lines' if hostile else ''} into {landing} ...", flush=True)
     cmd = [sys.executable, "-m", "optasia_datagen", "--landing", str(landing), "--batch-id", batch,
            "--subscribers", str(max(1, n // 5)), "--transactions", str(n), "--dirty-share", "0.05",
-           "--seed", str(seed), "--quiet"]
+           "--seed", str(seed), "--quiet"] + (["--hostile", "all"] if hostile else [])
     if first_subscriber:
         # the next batch: new subscribers after the first batch's, and resends of earlier ones
         cmd += ["--first-subscriber", str(first_subscriber), "--resend-share", "0.05"]
@@ -205,9 +213,9 @@ class Bench:
                                 "--driver-memory", self.args.driver_memory], self.without_archive(), "naive")
         self.row("naive", n, input_rows(landing, BATCH), sec, rss)
 
-    def duckdb(self, n: int, landing: Path, equal_work: bool) -> dict:
+    def duckdb(self, n: int, landing: Path, equal_work: bool, label: str = "") -> dict:
         cmd = [sys.executable, "benchmarks/duckdb_reference.py", str(landing), BATCH]
-        label = "duckdb-equal" if equal_work else "duckdb"
+        label = label or ("duckdb-equal" if equal_work else "duckdb")
         if equal_work:
             out_dir = self.work / f"duck-{n}"
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -235,6 +243,17 @@ class Bench:
         if self.args.steady:
             generate(self.work, n, NEXT_BATCH, first_subscriber=n // 5 + 1, seed=43)
             self.job(n, landing, dbname, warehouse, NEXT_BATCH, "job-2nd")
+        if n == self.args.hostile_size:
+            self.hostile(n)
+
+    def hostile(self, n: int):
+        landing = generate(self.work, n, BATCH, hostile=True)
+        warehouse = self.work / f"warehouse-{n}-hostile"
+        shutil.rmtree(warehouse, ignore_errors=True)
+        job = self.job(n, landing, self.database(f"hostile{n}"), warehouse, BATCH, "job-hostile")
+        diff = compare(job["metrics"], self.duckdb(n, landing, False, "duckdb-hostile"))
+        if diff:
+            self.failures.append(f"{n:,} transactions with the hostile lines: " + "; ".join(diff))
 
     def small(self):
         from tests.services import postgres_jdbc_jar
@@ -293,6 +312,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-steady", dest="steady", action="store_false",
                     help="skip the second batch on top of the first one's store")
     ap.add_argument("--small", action="store_true", help=f"add a {SMALL:,}-transaction batch and the session start")
+    ap.add_argument("--hostile-size", type=int, default=1_000_000,
+                    help="at this size also run the batch with the hostile lines mixed in (0: never)")
     args = ap.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)

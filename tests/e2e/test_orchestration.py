@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from spark_jobs import contract
 from tests.e2e.conftest import SMTP_CONTAINER, api, hardening_problems, logged_in_page, run
 
 pytestmark = pytest.mark.e2e
@@ -75,6 +76,7 @@ def test_variable_and_connections_hold_the_inventory(stack, token):
     pipeline = json.loads(var["value"])
     assert pipeline["allowed_channels"] == ["SMS", "USSD", "APP", "WEB"]
     assert pipeline["pending_ttl_days"] == 7 and pipeline["hdfs_uri"] == "hdfs://namenode:8020"
+    assert pipeline["max_line_bytes"] == contract.DEFAULT_MAX_LINE_BYTES
     assert pipeline["spark_image"].startswith("optasia/spark-job")
     status, conn = api(stack, "/api/v2/connections/optasia_store", token=token)
     assert status == 200, conn

@@ -72,3 +72,14 @@ def test_the_contract_imports_with_the_standard_library_only():
             "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.BATCH_PATTERN[:2])")
     out = subprocess.run([sys.executable, "-I", "-c", code, contract.__file__], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "^(", out.stderr
+
+
+def test_the_airflow_role_s_line_bound_is_the_job_s_default():
+    """The role renders the bound into the Variable the DAG passes to the job;
+    the two defaults are one number."""
+    from pathlib import Path
+
+    import yaml
+
+    defaults = yaml.safe_load((Path(__file__).parents[2] / "roles/airflow/defaults/main.yml").read_text())
+    assert defaults["airflow_pipeline_max_line_bytes"] == contract.DEFAULT_MAX_LINE_BYTES
