@@ -127,9 +127,10 @@ lint: deps ## ansible-lint (production profile), yamllint, ruff (Python) and she
 	shellcheck -x -P SCRIPTDIR $$(git ls-files | while read -r f; do head -n1 "$$f" 2>/dev/null | grep -qE '^#!.*\b(ba)?sh\b' && echo "$$f"; done)
 
 .PHONY: data
-data: deps ## generate one batch: make data BATCH=2024-03-01_a LANDING=/tmp/landing TRANSACTIONS=100000
+data: deps ## generate one batch: make data BATCH=2024-03-01_a LANDING=/tmp/landing TRANSACTIONS=100000 (HOSTILE=all: add the hostile lines)
 	$(PY) -m optasia_datagen --landing $(LANDING) --batch-id $(BATCH) \
-	  --subscribers $(SUBSCRIBERS) --transactions $(TRANSACTIONS) --dirty-share $(DIRTY) --seed $(SEED)
+	  --subscribers $(SUBSCRIBERS) --transactions $(TRANSACTIONS) --dirty-share $(DIRTY) --seed $(SEED) \
+	  $(if $(HOSTILE),--hostile $(HOSTILE))
 
 .PHONY: test
 test: deps jars ## the whole test suite, as CI runs it

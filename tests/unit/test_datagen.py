@@ -37,9 +37,30 @@ TS_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):(
                    r"(?:\.([0-9]{1,6}))?(Z|[+-][0-9]{2}:[0-9]{2})?", re.ASCII)
 AMOUNT_RE = re.compile(r"[0-9]{1,14}(?:\.[0-9]{1,4})?", re.ASCII)
 CHANNELS = ("SMS", "USSD", "APP", "WEB")
+# docs/data-contract.md: a line over max_line_bytes (UTF-8, line ending excluded;
+# default 1,048,576) is a malformed_row without being cut into fields
+MAX_LINE_BYTES = 1_048_576
 
 
-def split_lines(data: bytes):
+def _line_fields(line: str, max_line_bytes=MAX_LINE_BYTES):
+    """One line (without its ending) -> "" when empty, its fields, or None when unparseable."""
+    if line.startswith("\ufeff"):
+        line = line[1:]
+    if line == "":
+        return ""
+    if len(line) * 4 > max_line_bytes and len(line.encode("utf-8")) > max_line_bytes:
+        return None                      # over the bound: not cut into fields
+    limit = csv.field_size_limit(sys.maxsize)     # notes #19: a field may be as long as its line
+    try:
+        parsed = list(csv.reader([line], strict=True))
+    except csv.Error:
+        parsed = None
+    finally:
+        csv.field_size_limit(limit)
+    return parsed[0] if parsed and len(parsed) == 1 else None
+
+
+def split_lines(data: bytes, max_line_bytes=MAX_LINE_BYTES):
     """(rows as field lists or None when unparseable, number of empty lines)."""
     text = data.decode("utf-8")
     parts = re.split(r"\r\n|\n|\r", text)
@@ -47,17 +68,23 @@ def split_lines(data: bytes):
         parts.pop()                      # text after the last line ending
     rows, empty = [], 0
     for line in parts:
-        if line.startswith("\ufeff"):
-            line = line[1:]
-        if line == "":
+        fields = _line_fields(line, max_line_bytes)
+        if fields == "":
             empty += 1
-            continue
-        try:
-            parsed = list(csv.reader([line], strict=True))
-        except csv.Error:
-            parsed = None
-        rows.append(parsed[0] if parsed and len(parsed) == 1 else None)
+        else:
+            rows.append(fields)
     return rows, empty
+
+
+def read_rows(path: Path, max_line_bytes=MAX_LINE_BYTES):
+    """The rows of a file as split_lines gives them, streamed line by line (a file
+    of hostile lines is hundreds of MB)."""
+    with open(path, "rb") as f:
+        for raw in f:                    # ends at each LF; a lone CR also ends a line
+            for line in re.split(r"\r\n|\n|\r", raw.decode("utf-8")):
+                fields = _line_fields(line, max_line_bytes) if line else ""
+                if fields != "":
+                    yield fields
 
 
 def parse_date(text):
@@ -122,18 +149,18 @@ def classify_tx(fields, channels=CHANNELS):
 class _Oracle:
     """Subscriber store + pending table across batches, as the contract says."""
 
-    def __init__(self, ttl=7):
+    def __init__(self, ttl=7, max_line_bytes=MAX_LINE_BYTES):
         self.store: dict[str, dt.date] = {}
         self.pending: dict[tuple, str] = {}       # key -> batch id
         self.ttl = ttl
+        self.max_line_bytes = max_line_bytes
 
     def run(self, landing: Path, batch_id: str) -> Counter:
         batch_date = dt.date.fromisoformat(batch_id[:10])
         folder = landing / batch_id
         m = Counter()
-        rows, _ = split_lines((folder / "subscribers.csv").read_bytes())
         valid: dict[str, dt.date] = {}
-        for fields in rows:
+        for fields in read_rows(folder / "subscribers.csv", self.max_line_bytes):
             m["subscribers_input"] += 1
             r = classify_sub(fields, batch_date)
             if isinstance(r, str):
@@ -155,8 +182,7 @@ class _Oracle:
 
         cutoff = dt.datetime.combine(batch_date, dt.time(), UTC) - dt.timedelta(days=self.ttl)
         new: dict[tuple, str] = {}
-        rows, _ = split_lines((folder / "transactions.csv").read_bytes())
-        for fields in rows:
+        for fields in read_rows(folder / "transactions.csv", self.max_line_bytes):
             m["transactions_input"] += 1
             r = classify_tx(fields)
             if isinstance(r, str):
@@ -589,3 +615,235 @@ def test_activation_date_is_monotone_and_shared(tmp_path):
         a1, a2 = datagen.activation_date(k, d1), datagen.activation_date(k, d2)
         assert a1 <= a2 and a1 <= d1 and a2 <= d2
         assert d1 - a1 <= dt.timedelta(days=datagen.MAX_ACTIVATION_AGE_DAYS)
+
+
+# --------------------------------------------------------------------------
+# --hostile
+# --------------------------------------------------------------------------
+
+MB = 1_000_000
+FIELD_REASONS = {
+    "subscribers.csv": {"sub_id": "invalid_sub_id", "activation_date": "invalid_activation_date"},
+    "transactions.csv": {"timestamp": "invalid_timestamp", "sub_id": "invalid_sub_id",
+                         "amount": "invalid_amount", "channel": "invalid_channel"},
+}
+FIELD_ORDER = {f: list(r) for f, r in FIELD_REASONS.items()}
+SMALL_CASES = "field-1mb,million-commas,unclosed-quote"
+ALL_CASES = {"field-1mb", "field-8mb", "line-50mb", "million-commas", "last-line-20mb", "unclosed-quote"}
+
+
+def raw_lines(path: Path):
+    """(line without its ending, ending) of each physical line, streamed."""
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.endswith(b"\r\n"):
+                yield raw[:-2], b"\r\n"
+            elif raw.endswith(b"\n"):
+                yield raw[:-1], b"\n"
+            else:
+                yield raw, b""
+
+
+def extra_lines(path: Path, plain: Path):
+    """The lines of ``path`` that are not the lines of ``plain`` in order (these
+    must be a subsequence of them): [(line, ending, ordinary lines before it)]."""
+    ordinary = plain.read_bytes().splitlines(keepends=True)
+    j, extra = 0, []
+    for line, end in raw_lines(path):
+        if j < len(ordinary) and line + end == ordinary[j]:
+            j += 1
+        else:
+            extra.append((line, end, j))
+    assert j == len(ordinary), "an ordinary line is missing or changed"
+    return extra
+
+
+def check_hostile_value(kind: str, raw: str, n: int):
+    """The raw text of a hostile field of ``n`` characters of this kind."""
+    assert len(raw) == n
+    if kind == "digits":
+        assert raw == "0123456789" * (n // 10)
+    elif kind == "letters":
+        assert raw == ("abcdefghijklmnopqrstuvwxyz" * (n // 26 + 1))[:n]
+    elif kind == "quotes":
+        assert raw == '"' + '""' * (n // 2 - 1) + '"'
+    else:
+        assert raw == '"' + "a," * (n // 2 - 1) + '"'
+
+
+def check_field_line(file: str, field: str, kind: str, line: str, n: int):
+    """A field-1mb/8mb line: its field is the hostile value, the others are valid
+    (with a valid value in its place the row would pass every rule)."""
+    names = FIELD_ORDER[file]
+    i, after = names.index(field), len(names) - names.index(field) - 1
+    # the other fields are short and have no comma: cut them off both ends
+    head = line[:200].split(",", i)[:i]
+    tail = line[-200:].rsplit(",", after)[1:] if after else []
+    start = sum(len(f) + 1 for f in head)
+    stop = len(line) - sum(len(f) + 1 for f in tail)
+    check_hostile_value(kind, line[start:stop], n)
+    good = {"sub_id": "SUB000000000", "activation_date": "2024-01-01",
+            "timestamp": "2024-03-01T00:00:00Z", "amount": "1.50", "channel": "SMS"}[field]
+    valid = head + [good] + tail
+    if file == "subscribers.csv":
+        assert not isinstance(classify_sub(valid, dt.date(2024, 3, 1)), str), line[:200]
+    else:
+        assert not isinstance(classify_tx(valid), str), line[:200]
+
+
+def test_hostile_small_batch_agrees_with_the_oracle(tmp_path, capsys):
+    args = dict(subscribers=300, transactions=3000, dirty=0.2)
+    plain = gen(tmp_path / "plain", capsys=capsys, **args)
+    s = gen(tmp_path / "h", "2024-03-01_a", "--hostile", SMALL_CASES, capsys=capsys, **args)
+    m = _Oracle().run(tmp_path / "h", "2024-03-01_a")
+    assert oracle_as_counter(m) == expected_as_counter(s)
+    assert s["max_line_bytes"] == MAX_LINE_BYTES
+    by_file = {f: [h for h in s["hostile"] if h["file"] == f] for f in FIELD_REASONS}
+    assert len(by_file["subscribers.csv"]) == 8 + 1 + 1 and len(by_file["transactions.csv"]) == 16 + 1 + 1
+    for section, f in (("subscribers", "subscribers.csv"), ("transactions", "transactions.csv")):
+        hs = by_file[f]
+        assert s[section]["hostile"] == len(hs)
+        assert s[section]["rows"] == plain[section]["rows"] + len(hs)
+        assert s["expected"][section]["input"] == plain["expected"][section]["input"] + len(hs)
+        # the ordinary rows are the same; the hostile lines are added, each ending with LF
+        extra = extra_lines(tmp_path / "h" / "2024-03-01_a" / f, tmp_path / "plain" / "2024-03-01_a" / f)
+        assert [len(x[0]) for x in extra] == [h["bytes"] for h in hs]
+        assert all(end == b"\n" for _, end, _ in extra)
+        rows = plain[section]["rows"]
+        for (line, _, before), h in zip(extra, hs, strict=True):
+            text = line.decode("ascii")
+            if h["case"] == "field-1mb":
+                assert h["reason"] == FIELD_REASONS[f][h["field"]]
+                check_field_line(f, h["field"], h["kind"], text, MB)
+            elif h["case"] == "million-commas":
+                assert text == "," * MB and h["bytes"] == MB and h["reason"] == "malformed_row"
+            else:
+                assert h["case"] == "unclosed-quote" and h["reason"] == "malformed_row"
+                assert text.count('"') == 1 and _line_fields(text) is None
+                assert rows - before >= rows / 2          # swallows half the file if misread
+        # evenly spaced, first one after a row
+        befores = [x[2] for x in extra]
+        assert befores == sorted(befores) and befores[0] >= 1
+        gaps = [b - a for a, b in zip([0] + befores[:-1], befores, strict=True)]
+        assert max(gaps) - min(gaps) <= 0.1 * rows
+    # deterministic
+    again = gen(tmp_path / "again", "2024-03-01_a", "--hostile", "unclosed-quote,million-commas,field-1mb",
+                capsys=capsys, **args)
+    assert again["hostile"] == s["hostile"]
+    assert files(tmp_path / "again") == files(tmp_path / "h")
+
+
+def test_hostile_all(tmp_path):
+    """--hostile all (~290 MB) via ``python -m``: small memory, the oracle agrees,
+    the ordinary rows are unchanged, the last line has no line ending."""
+    probe = ("import json, resource, sys; from optasia_datagen import main; rc = main(sys.argv[1:]); "
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+
+    def run(landing, *extra):
+        p = subprocess.run([sys.executable, "-c", probe, "--landing", str(landing), "--batch-id",
+                            "2024-03-01_a", "--subscribers", "500", "--transactions", "5000",
+                            "--seed", "4", "--summary", *extra],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        *_, final, rss_kb = p.stderr.splitlines()
+        return json.loads(p.stdout), final, int(rss_kb) / 1024
+
+    plain, _, plain_mb = run(tmp_path / "plain")
+    s, final, hostile_mb = run(tmp_path / "h", "--hostile", "all")
+    assert hostile_mb - plain_mb < 40, (plain_mb, hostile_mb)     # streamed, never a 50 MB str
+    assert "54 hostile lines" in final
+    hs = s["hostile"]
+    assert {h["case"] for h in hs} == ALL_CASES
+    assert len(hs) == 24 + 24 + 1 + 2 + 1 + 2
+    total = sum(h["bytes"] for h in hs)
+    assert 280 * MB < total < 300 * MB
+    m = _Oracle().run(tmp_path / "h", "2024-03-01_a")
+    assert oracle_as_counter(m) == expected_as_counter(s)
+    for f in FIELD_REASONS:
+        mine = [h for h in hs if h["file"] == f]
+        extra = extra_lines(tmp_path / "h" / "2024-03-01_a" / f, tmp_path / "plain" / "2024-03-01_a" / f)
+        assert [len(x[0]) for x in extra] == [h["bytes"] for h in mine]
+        for (line, end, _), h in zip(extra, mine, strict=True):
+            if h["case"] in ("field-1mb", "field-8mb"):
+                n = MB if h["case"] == "field-1mb" else 8 * MB
+                check_field_line(f, h["field"], h["kind"], line.decode("ascii"), n)
+                assert h["reason"] == (FIELD_REASONS[f][h["field"]] if n == MB else "malformed_row")
+            elif h["case"] == "line-50mb":
+                assert f == "transactions.csv" and len(line) == 50 * MB and b"," not in line
+                assert b'"' not in line and h["reason"] == "malformed_row"
+            elif h["case"] == "last-line-20mb":
+                assert len(line) == 20 * MB and end == b"" and h["reason"] == "malformed_row"
+                assert not isinstance(classify_tx(line[:200].decode().split(",")[:3] + ["SMS"]), str)
+            else:
+                assert h["reason"] == "malformed_row"
+            assert end == (b"" if h["case"] == "last-line-20mb" else b"\n")
+    tx = (tmp_path / "h" / "2024-03-01_a" / "transactions.csv")
+    with open(tx, "rb") as fh:
+        fh.seek(-20 * MB - 1, os.SEEK_END)
+        assert fh.read(1) == b"\n"                           # the line before still ends
+    assert s["transactions"]["bytes"] == tx.stat().st_size
+
+
+def test_last_line_without_newline(tmp_path, capsys):
+    s = gen(tmp_path, "2024-03-01_a", "--hostile", "last-line-20mb", subscribers=50, transactions=100, capsys=capsys)
+    (h,) = s["hostile"]
+    assert h == {"case": "last-line-20mb", "file": "transactions.csv", "field": "channel",
+                 "kind": "letters", "bytes": 20 * MB, "reason": "malformed_row", "after_row": 100}
+    data = files(tmp_path)[1]
+    last = data[data.rindex(b"\n") + 1:]
+    assert len(last) == 20 * MB and not data.endswith(b"\n")
+    fields = last.decode("ascii").split(",")
+    channel = re.match(r"(SMS|USSD|APP|WEB)[a-z]+$", fields[3])
+    assert len(fields) == 4 and channel
+    assert not isinstance(classify_tx(fields[:3] + [channel[1]]), str)     # else valid
+    assert files(tmp_path)[0].endswith(b"\n")
+    # exactly at the bound it is not over it: then the channel's rule rejects it
+    s = gen(tmp_path, "2024-03-01_a", "--hostile", "last-line-20mb", "--max-line-bytes", str(20 * MB),
+            subscribers=50, transactions=100, capsys=capsys)
+    assert s["hostile"][0]["reason"] == "invalid_channel"
+    m = _Oracle(max_line_bytes=20 * MB).run(tmp_path, "2024-03-01_a")
+    assert oracle_as_counter(m) == expected_as_counter(s)
+    assert s["expected"]["transactions"]["rejected"]["invalid_channel"] == \
+        s["transactions"]["dirty_by_reason"]["invalid_channel"] + 1
+
+
+def test_max_line_bytes_16m_gives_the_8mb_fields_their_reasons(tmp_path, capsys):
+    s = gen(tmp_path, "2024-03-01_a", "--hostile", "field-8mb,line-50mb", "--max-line-bytes", "16000000",
+            subscribers=100, transactions=500, capsys=capsys)
+    assert s["max_line_bytes"] == 16_000_000
+    for h in s["hostile"]:
+        if h["case"] == "field-8mb":
+            assert h["reason"] == FIELD_REASONS[h["file"]][h["field"]]
+        else:
+            assert h["case"] == "line-50mb" and h["reason"] == "malformed_row"
+    m = _Oracle(max_line_bytes=16_000_000).run(tmp_path, "2024-03-01_a")
+    assert oracle_as_counter(m) == expected_as_counter(s)
+    # the default bound: every 8 MB line is a malformed_row
+    d = gen(tmp_path, "2024-03-01_a", "--hostile", "field-8mb", subscribers=100, transactions=500, capsys=capsys)
+    assert {h["reason"] for h in d["hostile"]} == {"malformed_row"}
+
+
+def test_hostile_without_ordinary_rows(tmp_path, capsys):
+    s = gen(tmp_path, "2024-03-01_a", "--hostile", "unclosed-quote,million-commas", "--bom", "--first-subscriber", "5",
+            subscribers=0, transactions=0, dirty=0.0, capsys=capsys)
+    sub, tx = files(tmp_path)
+    assert not sub.startswith("\ufeff".encode())          # no BOM on a file of hostile lines only
+    assert sub.count(b"\n") == tx.count(b"\n") == 2
+    assert s["expected"]["subscribers"]["input"] == s["expected"]["transactions"]["input"] == 2
+    assert oracle_as_counter(_Oracle().run(tmp_path, "2024-03-01_a")) == expected_as_counter(s)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hostile", "field-1mb", "--empty"], "--empty"),
+    (["--hostile", "field-2mb"], "valid cases: field-1mb, field-8mb, last-line-20mb, line-50mb, "
+                                 "million-commas, unclosed-quote, or all"),
+    (["--hostile", "all,nope"], "'nope'"),
+    (["--hostile", ","], "no case given"),
+    (["--max-line-bytes", "100"], ">= 1024"),
+    (["--max-line-bytes", "x"], "integer"),
+])
+def test_hostile_usage_errors_exit_2(tmp_path, capsys, args, message):
+    argv = ["--landing", str(tmp_path), "--batch-id", "2024-03-01_a", *args]
+    assert exit_code(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "2024-03-01_a").exists()
