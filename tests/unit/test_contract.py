@@ -83,3 +83,20 @@ def test_the_airflow_role_s_line_bound_is_the_job_s_default():
 
     defaults = yaml.safe_load((Path(__file__).parents[2] / "roles/airflow/defaults/main.yml").read_text())
     assert defaults["airflow_pipeline_max_line_bytes"] == contract.DEFAULT_MAX_LINE_BYTES
+
+
+def test_a_line_bound_out_of_range_is_refused_with_the_range_and_the_default():
+    from spark_jobs import cli
+    from spark_jobs.config import Database, JobConfig
+    from spark_jobs.errors import ConfigError
+
+    db = Database(jdbc_url="jdbc:postgresql://h:5432/d", user="u", password="p")
+    kw = dict(batch_id="2024-03-01_a", input_uri="file:///in", warehouse_uri="file:///wh", database=db)
+    assert JobConfig(**kw).max_line_bytes == contract.DEFAULT_MAX_LINE_BYTES
+    for bad in (0, 255, (1 << 30) + 1):
+        with pytest.raises(ConfigError, match=r"max line bytes must be within 256\.\.1,073,741,824 .*1,048,576"):
+            JobConfig(**kw, max_line_bytes=bad)
+    args = cli.parser().parse_args(["run", "--batch-id", "2024-03-01_a", "--warehouse-uri", "file:///wh",
+                                    "--input-uri", "file:///in", "--jdbc-url", "jdbc:postgresql://h/d",
+                                    "--max-line-bytes", "4096"])
+    assert args.max_line_bytes == 4096
