@@ -58,11 +58,26 @@ BATCH, NEXT_BATCH = "2024-03-01_a", "2024-03-01_b"
 SMALL = 2_000
 
 
+def _vm_hwm(pid: int) -> int:
+    """The kernel's high-water mark of a process's RSS (bytes), 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class PeakRss:
-    """Samples the summed RSS of a process and all its children."""
+    """Samples the summed RSS of a process and all its children, and the
+    driver JVM's own peak (its VmHWM: exact, not sampled, up to the last
+    sample before it exits)."""
 
     def __init__(self, pid: int, every: float = 0.2):
         self.peak = 0
+        self.jvm = 0
         self._pid, self._every = pid, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -79,6 +94,8 @@ class PeakRss:
                 for p in [proc] + proc.children(recursive=True):
                     try:
                         total += p.memory_info().rss
+                        if p.name() == "java":
+                            self.jvm = max(self.jvm, _vm_hwm(p.pid))
                     except psutil.NoSuchProcess:
                         pass
             except psutil.NoSuchProcess:
@@ -92,8 +109,9 @@ class PeakRss:
         return self.peak
 
 
-def measured(cmd: list[str], env: dict, label: str) -> tuple[float, int, str]:
-    """Run cmd; return (seconds, peak tree RSS bytes, stdout). Progress every 15 s."""
+def measured(cmd: list[str], env: dict, label: str) -> tuple[float, dict, str]:
+    """Run cmd; return (seconds, {"rss": peak tree RSS, "jvm": the JVM's peak RSS} in bytes, stdout).
+    Progress every 15 s."""
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     sampler = PeakRss(proc.pid)
@@ -114,7 +132,7 @@ def measured(cmd: list[str], env: dict, label: str) -> tuple[float, int, str]:
     peak = sampler.stop()
     if proc.returncode != 0:
         raise SystemExit(f"{label} failed (exit {proc.returncode}):\n{''.join(err_chunks)[-4000:]}")
-    return seconds, peak, "".join(out_chunks)
+    return seconds, {"rss": peak, "jvm": sampler.jvm}, "".join(out_chunks)
 
 
 def generate(work: Path, n: int, batch: str, first_subscriber: int = 0, seed: int = 42,
@@ -156,6 +174,7 @@ class Bench:
                         PGPASSWORD=pg.password, PYTHONPATH=str(ROOT))
         self.rows: list[dict] = []
         self.splits: list[tuple[str, dict]] = []
+        self.phases: dict[int, list[tuple[str, dict]]] = {}
         self.failures: list[str] = []
         self.archive = self.work / "spark-job-classes.jsa"
 
@@ -184,24 +203,40 @@ class Bench:
         migrate(database_from(jdbc, environ=self.env))
         return dbname
 
-    def row(self, label: str, n: int, rows: int, seconds: float, rss: int, **extra):
-        self.rows.append(dict(label=label, n=n, rows=rows, seconds=seconds, rss=rss, **extra))
-        print(f"[{n:,}] {label}: {seconds:.1f} s, {rows / seconds:,.0f} rows/s, peak RSS {rss / 2**20:,.0f} MiB",
-              flush=True)
+    def row(self, label: str, n: int, rows: int, seconds: float, mem: dict, **extra):
+        self.rows.append(dict(label=label, n=n, rows=rows, seconds=seconds, rss=mem["rss"], jvm=mem["jvm"], **extra))
+        jvm = f", JVM peak {mem['jvm'] / 2**20:,.0f} MiB" if mem["jvm"] else ""
+        print(f"[{n:,}] {label}: {seconds:.1f} s, {rows / seconds:,.0f} rows/s, peak RSS {mem['rss'] / 2**20:,.0f} MiB"
+              f"{jvm}", flush=True)
+
+    def logged(self, env: dict, label: str, n: int) -> tuple[dict, Path]:
+        """env with Spark's event log on, into a folder of its own."""
+        from benchmarks.stage_split import with_event_log
+
+        folder = self.work / "eventlogs" / f"{label}-{n}"
+        shutil.rmtree(folder, ignore_errors=True)
+        return with_event_log(env, folder), folder
+
+    def phase_split(self, label: str, n: int, folder: Path):
+        from benchmarks.stage_split import latest_log, split
+
+        self.phases.setdefault(n, []).append((label, split(latest_log(folder))))
 
     def job(self, n: int, landing: Path, dbname: str, warehouse: Path, batch: str, label: str,
             env: dict | None = None) -> dict:
         from tests.services import postgres_jdbc_jar
 
         print(f"[{n:,}] {label}: Spark job (local[*], driver {self.args.driver_memory}) ...", flush=True)
-        sec, rss, out = measured(
+        env, events = self.logged(env or self.env, label, n)
+        sec, mem, out = measured(
             [sys.executable, "-m", "spark_jobs", "run", "--batch-id", batch, "--input-uri", f"file://{landing}",
              "--warehouse-uri", f"file://{warehouse}",
              "--jdbc-url", f"jdbc:postgresql://127.0.0.1:{self.pg.port}/{dbname}",
              "--master", "local[*]", "--driver-memory", self.args.driver_memory,
-             "--jdbc-jar", postgres_jdbc_jar()], env or self.env, label)
+             "--jdbc-jar", postgres_jdbc_jar()], env, label)
+        self.phase_split(label, n, events)
         result = json.loads(out)
-        self.row(label, n, input_rows(landing, batch), sec, rss, metrics=result["metrics"])
+        self.row(label, n, input_rows(landing, batch), sec, mem, metrics=result["metrics"])
         self.splits.append((f"{label} {n:,}", result["timings"]))
         return result
 
@@ -209,9 +244,11 @@ class Bench:
         out_dir = self.work / f"naive-{n}"
         shutil.rmtree(out_dir, ignore_errors=True)
         print(f"[{n:,}] naive Spark baseline ...", flush=True)
-        sec, rss, _ = measured([sys.executable, "benchmarks/naive_spark.py", str(landing), BATCH, str(out_dir),
-                                "--driver-memory", self.args.driver_memory], self.without_archive(), "naive")
-        self.row("naive", n, input_rows(landing, BATCH), sec, rss)
+        env, events = self.logged(self.without_archive(), "naive", n)
+        sec, mem, _ = measured([sys.executable, "benchmarks/naive_spark.py", str(landing), BATCH, str(out_dir),
+                                "--driver-memory", self.args.driver_memory], env, "naive")
+        self.phase_split("naive", n, events)
+        self.row("naive", n, input_rows(landing, BATCH), sec, mem)
 
     def duckdb(self, n: int, landing: Path, equal_work: bool, label: str = "") -> dict:
         cmd = [sys.executable, "benchmarks/duckdb_reference.py", str(landing), BATCH]
@@ -223,9 +260,9 @@ class Bench:
             cmd += ["--output", str(out_dir), "--store-dsn",
                     f"host=127.0.0.1 port={self.pg.port} user={self.pg.user} dbname={dbname}"]
         print(f"[{n:,}] DuckDB stick{' (equal work)' if equal_work else ''} ...", flush=True)
-        sec, rss, out = measured(cmd, self.env, label)
+        sec, mem, out = measured(cmd, self.env, label)
         metrics = json.loads(out)
-        self.row(label, n, input_rows(landing, BATCH), sec, rss)
+        self.row(label, n, input_rows(landing, BATCH), sec, mem)
         return metrics
 
     def size(self, n: int):
@@ -264,8 +301,8 @@ class Bench:
                 "print(time.monotonic() - t0); s.stop()")
         for label, env in (("", self.env), (" no-archive", self.without_archive())):
             print(f"JVM + Spark session start alone{label} ...", flush=True)
-            sec, rss, _ = measured([sys.executable, "-c", code], env, "session")
-            self.row(f"session-only{label}", 0, 1, sec, rss)
+            sec, mem, _ = measured([sys.executable, "-c", code], env, "session")
+            self.row(f"session-only{label}", 0, 1, sec, mem)
             dbname = self.database("small")
             warehouse = self.work / f"warehouse-{SMALL}"
             shutil.rmtree(warehouse, ignore_errors=True)
@@ -273,16 +310,18 @@ class Bench:
 
     def table(self) -> str:
         by = {(r["label"], r["n"]): r for r in self.rows}
-        lines = ["| transactions | run | input rows | seconds | rows/s | peak RSS MiB | vs naive "
+        lines = ["| transactions | run | input rows | seconds | rows/s | peak RSS MiB | JVM peak RSS MiB | vs naive "
                  "| vs DuckDB equal work |",
-                 "|---|---|---|---|---|---|---|---|"]
+                 "|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             naive, duck = by.get(("naive", r["n"])), by.get(("duckdb-equal", r["n"]))
             vs_naive = f"{r['seconds'] / naive['seconds']:.2f}x" if naive and r["label"].startswith("job") else ""
             vs_duck = f"{r['seconds'] / duck['seconds']:.1f}x" if duck and r["label"].startswith("job") else ""
             n = f"{r['n']:,}" if r["n"] else "-"
+            jvm = f"{r['jvm'] / 2**20:,.0f}" if r["jvm"] else "-"
             lines.append(f"| {n} | {r['label']} | {r['rows']:,} | {r['seconds']:.1f} | "
-                         f"{r['rows'] / r['seconds']:,.0f} | {r['rss'] / 2**20:,.0f} | {vs_naive} | {vs_duck} |")
+                         f"{r['rows'] / r['seconds']:,.0f} | {r['rss'] / 2**20:,.0f} | {jvm} | "
+                         f"{vs_naive} | {vs_duck} |")
         second = [(r, by.get(("job", r["n"]))) for r in self.rows if r["label"] == "job-2nd"]
         for r, first in second:
             if first:
@@ -300,7 +339,15 @@ class Bench:
         split = ["| job run | " + " | ".join(keys) + " | total |", "|---" * (len(keys) + 2) + "|"]
         for name, t in self.splits:
             split.append(f"| {name} | " + " | ".join(f"{t.get(k, 0):.1f}" for k in keys) + f" | {t['total']:.1f} |")
-        return "\n".join(lines + ["", "The job's own split (seconds per step, from its _metrics.json):", ""] + split)
+        phases = []
+        for n, runs in self.phases.items():
+            if len(runs) > 1:
+                from benchmarks.stage_split import table
+
+                phases += ["", f"Phases at {n:,} transactions, from Spark's event logs (benchmarks/stage_split.py: "
+                               "wall seconds, and task seconds over the 2 cores):", "", table(runs)]
+        return "\n".join(lines + ["", "The job's own split (seconds per step, from its _metrics.json):", ""] + split
+                         + phases)
 
 
 def main(argv=None) -> int:
