@@ -8,6 +8,10 @@ hostile line its reason, publish the rest of the batch as the generator
 predicts, and keep the conservation laws. The timeout only guards against a
 hang (a check that is not linear in the line made this take many minutes);
 the cost is shown by ``make bench-etl``'s job-hostile row, not asserted.
+
+Each case runs ``python -m spark_jobs run`` in its own JVM with the driver
+heap the product gives the job (the airflow role's default): a case that
+exhausts a heap fails alone and cannot take the shared test session down.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from pyspark.sql import functions as F
 
-from spark_jobs import pipeline
 from spark_jobs.config import JobConfig
 from spark_jobs.contract import DEFAULT_MAX_LINE_BYTES, conservation_errors
 
@@ -28,6 +33,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 BATCH = "2024-03-01_a"
 # A reject keeps a line under the bound whole: its fields joined are at least this long.
 LONG = 400_000
+ROOT = Path(__file__).resolve().parents[2]
+# The heap the DAG gives the job: the airflow role's default, read from its one home.
+JOB_HEAP = yaml.safe_load((ROOT / "roles/airflow/defaults/main.yml").read_text())["airflow_pipeline_spark_memory"]
 
 
 # The unclosed quote opens in a file with no other quote: a reader that let a
@@ -44,6 +52,20 @@ def generate(landing, case: str, max_line_bytes: int) -> dict:
          "--seed", "5", "--hostile", case, "--max-line-bytes", str(max_line_bytes), "--summary", "--quiet"],
         capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+def run_job(cfg: JobConfig) -> dict:
+    """The job's CLI as the DAG calls it (credentials from the environment); its metrics."""
+    from tests.services import postgres_jdbc_jar
+
+    cmd = [sys.executable, "-m", "spark_jobs", "run", "--batch-id", cfg.batch_id,
+           "--input-uri", cfg.input_uri, "--warehouse-uri", cfg.warehouse_uri,
+           "--jdbc-url", cfg.database.jdbc_url, "--max-line-bytes", str(cfg.max_line_bytes),
+           "--master", "local[2]", "--driver-memory", JOB_HEAP, "--shuffle-partitions", "4",
+           "--jdbc-jar", postgres_jdbc_jar()]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=540)
+    assert out.returncode == 0, f"exit {out.returncode}\n{out.stderr[-4000:]}"
+    return json.loads(out.stdout)["metrics"]
 
 
 @pytest.mark.parametrize("case, max_line_bytes", [
@@ -63,7 +85,7 @@ def test_hostile_lines_are_rejects_with_their_reason_and_the_rest_is_published(
     cfg = JobConfig(batch_id=BATCH, input_uri=f"file://{tmp_path}/landing",
                     warehouse_uri=f"file://{tmp_path}/warehouse", database=store_db,
                     max_line_bytes=max_line_bytes)
-    m = pipeline.run_batch(spark, cfg).metrics
+    m = run_job(cfg)
 
     assert conservation_errors(m) == []
     exp_s, exp_t = summary["expected"]["subscribers"], summary["expected"]["transactions"]
