@@ -19,23 +19,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 from pyspark.sql import functions as F
 
 from spark_jobs.config import JobConfig
 from spark_jobs.contract import DEFAULT_MAX_LINE_BYTES, conservation_errors
+from tests.services import REPO_ROOT, airflow_role_defaults, postgres_jdbc_jar
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 BATCH = "2024-03-01_a"
 # A reject keeps a line under the bound whole: its fields joined are at least this long.
 LONG = 400_000
-ROOT = Path(__file__).resolve().parents[2]
-# The heap the DAG gives the job: the airflow role's default, read from its one home.
-JOB_HEAP = yaml.safe_load((ROOT / "roles/airflow/defaults/main.yml").read_text())["airflow_pipeline_spark_memory"]
+# The heap the DAG gives the job: the airflow role's default.
+JOB_HEAP = airflow_role_defaults()["airflow_pipeline_spark_memory"]
 
 
 # The unclosed quote opens in a file with no other quote: a reader that let a
@@ -56,14 +54,12 @@ def generate(landing, case: str, max_line_bytes: int) -> dict:
 
 def run_job(cfg: JobConfig) -> dict:
     """The job's CLI as the DAG calls it (credentials from the environment); its metrics."""
-    from tests.services import postgres_jdbc_jar
-
     cmd = [sys.executable, "-m", "spark_jobs", "run", "--batch-id", cfg.batch_id,
            "--input-uri", cfg.input_uri, "--warehouse-uri", cfg.warehouse_uri,
            "--jdbc-url", cfg.database.jdbc_url, "--max-line-bytes", str(cfg.max_line_bytes),
            "--master", "local[2]", "--driver-memory", JOB_HEAP, "--shuffle-partitions", "4",
            "--jdbc-jar", postgres_jdbc_jar()]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=540)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=540)
     assert out.returncode == 0, f"exit {out.returncode}\n{out.stderr[-4000:]}"
     return json.loads(out.stdout)["metrics"]
 

@@ -5,6 +5,7 @@
 - :class:`HdfsCluster` (``tests.services.hdfs``): one NameNode + one DataNode
   from the Hadoop jars that ``scripts/fetch-jars.sh`` caches.
 - :func:`jar_paths` / :func:`postgres_jdbc_jar`: the cached Java artifacts.
+- :func:`airflow_role_defaults`: the airflow role's defaults, as the tests read them.
 
 Both services are context managers and also have ``start()`` / ``stop()``.
 """
@@ -18,6 +19,15 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FETCH_JARS = REPO_ROOT / "scripts" / "fetch-jars.sh"
+
+
+@functools.lru_cache(maxsize=None)
+def airflow_role_defaults() -> dict:
+    """The airflow role's defaults (roles/airflow/defaults/main.yml), the one
+    home of the settings the DAG gives the job."""
+    import yaml
+
+    return yaml.safe_load((REPO_ROOT / "roles" / "airflow" / "defaults" / "main.yml").read_text())
 
 
 class ServiceError(RuntimeError):

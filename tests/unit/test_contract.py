@@ -77,12 +77,9 @@ def test_the_contract_imports_with_the_standard_library_only():
 def test_the_airflow_role_s_line_bound_is_the_job_s_default():
     """The role renders the bound into the Variable the DAG passes to the job;
     the two defaults are one number."""
-    from pathlib import Path
+    from tests.services import airflow_role_defaults
 
-    import yaml
-
-    defaults = yaml.safe_load((Path(__file__).parents[2] / "roles/airflow/defaults/main.yml").read_text())
-    assert defaults["airflow_pipeline_max_line_bytes"] == contract.DEFAULT_MAX_LINE_BYTES
+    assert airflow_role_defaults()["airflow_pipeline_max_line_bytes"] == contract.DEFAULT_MAX_LINE_BYTES
 
 
 def test_a_line_bound_out_of_range_is_refused_with_the_range_and_the_default():
