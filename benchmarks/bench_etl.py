@@ -70,8 +70,16 @@ def _vm_hwm(pid: int) -> int:
     return 0
 
 
+def _name(p) -> str:
+    try:
+        return p.name()
+    except psutil.NoSuchProcess:
+        return ""
+
+
 class PeakRss:
-    """Samples the summed RSS of a process and all its children, and the
+    """Samples the summed RSS of a process and all its children (not the
+    JVM's own short-lived children), and the
     driver JVM's own peak (its VmHWM: exact, not sampled, up to the last
     sample before it exits)."""
 
@@ -91,8 +99,14 @@ class PeakRss:
         while not self._stop.is_set():
             total = 0
             try:
-                for p in [proc] + proc.children(recursive=True):
+                tree = [proc] + proc.children(recursive=True)
+                jvms = {p.pid for p in tree if _name(p) == "java"}
+                for p in tree:
                     try:
+                        # A short-lived child the JVM forks (Hadoop's shell calls) shares its
+                        # pages until exec, and would count the JVM's RSS twice.
+                        if p.ppid() in jvms:
+                            continue
                         total += p.memory_info().rss
                         if p.name() == "java":
                             self.jvm = max(self.jvm, _vm_hwm(p.pid))

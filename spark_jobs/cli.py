@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 
-from .config import JobConfig, database_from, parse_channels
+from .config import DEFAULT_STORE_FULL_READ_ROWS, JobConfig, database_from, parse_channels
 from .contract import DEFAULT_CHANNELS, DEFAULT_MAX_LINE_BYTES
 from .errors import EtlError
 
@@ -43,6 +43,9 @@ def _common_batch(p: argparse.ArgumentParser, inputs: bool):
                        help="a longer line (UTF-8 bytes, line ending excluded) is a malformed_row and is "
                             "not parsed; the rejects keep its first characters and its size "
                             "(default %(default)s)")
+        p.add_argument("--store-full-read-rows", type=int, default=DEFAULT_STORE_FULL_READ_ROWS,
+                       help="a store with fewer subscribers is read whole with the transactions; a larger "
+                            "one only for the batch's sub_ids, staged first (0: always; default %(default)s)")
         p.add_argument("--force", action="store_true",
                        help="allow reprocessing a batch older than the latest one")
     p.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
@@ -85,6 +88,7 @@ def _config(args) -> JobConfig:
         pending_ttl_days=getattr(args, "pending_ttl_days", 7),
         max_line_bytes=getattr(args, "max_line_bytes", DEFAULT_MAX_LINE_BYTES),
         force=getattr(args, "force", False),
+        store_full_read_rows=getattr(args, "store_full_read_rows", DEFAULT_STORE_FULL_READ_ROWS),
         staging_uri=args.staging_uri,
     )
 

@@ -119,6 +119,8 @@ def _authority(uri: str) -> tuple[str, str]:
 # padded a little; at most what one Spark string holds with room to spare.
 MIN_MAX_LINE_BYTES = 256
 MAX_MAX_LINE_BYTES = 1 << 30
+# Below this many subscribers the store is read whole (see JobConfig).
+DEFAULT_STORE_FULL_READ_ROWS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,10 @@ class JobConfig:
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES   # a longer line is a malformed_row, not parsed
     force: bool = False     # allow rerunning a batch older than the latest one
     jdbc_partitions: int = 2      # parallel JDBC reads of the store
+    # A store with fewer subscribers than this is read whole, in the same query
+    # as the transactions; a larger one is read by the batch's sub_ids, staged
+    # into it first (one more pass over the transactions file). 0: always by key.
+    store_full_read_rows: int = DEFAULT_STORE_FULL_READ_ROWS
     staging_uri: str = ""   # where partitions are written before the rename; same filesystem
                             # as the warehouse (default <warehouse>/_staging)
 
@@ -145,6 +151,9 @@ class JobConfig:
             raise ConfigError(
                 f"max line bytes must be within {MIN_MAX_LINE_BYTES:,}..{MAX_MAX_LINE_BYTES:,} "
                 f"(got {self.max_line_bytes:,}; the default is {DEFAULT_MAX_LINE_BYTES:,})")
+        if self.store_full_read_rows < 0:
+            raise ConfigError(f"store full read rows must be 0 or more (got {self.store_full_read_rows}; "
+                              f"the default is {DEFAULT_STORE_FULL_READ_ROWS:,})")
         if self.staging_uri and _authority(self.staging_uri) != _authority(self.warehouse_uri):
             raise ConfigError(
                 f"staging {self.staging_uri} and warehouse {self.warehouse_uri} must be on the same "

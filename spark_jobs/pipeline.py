@@ -4,17 +4,19 @@ I/O lives here and in ``store``/``fs``; the rules are pure functions in
 ``transform``. A run goes:
 
 1. lock the store (one batch at a time), check the order rules, record a run;
-2. read the subscribers file and the sub_ids of the transactions file; copy
-   those sub_ids into the store and read back only their subscribers, and the
-   pending rows, *as they were before this batch* (a rerun of the latest
-   batch reads past its own earlier changes);
+2. the store's subscribers and pending rows *as they were before this batch*
+   (a rerun of the latest batch reads past its own earlier changes): a store
+   smaller than ``store_full_read_rows`` subscribers is read whole, in the
+   next step's query; a larger one only for the batch's sub_ids, which a
+   first, cheap pass over the transactions file copies into the store;
 3. one pass over the transactions: validate, collapse duplicates, match,
    write the published rows to a staging folder; then the metrics from the
-   cached fates, both conservation laws (fail before anything is applied),
-   the rejects, a read-back check of the counts, ``_metrics.json``;
+   cached fates, both conservation laws (fail before anything is applied);
 4. one PostgreSQL transaction: COPY the batch's rows in, undo the batch's
    earlier run, apply this one (subscriber merge, pending table), status
-   ``staged``;
+   ``staged``. It runs in a thread alongside the rejects' write, the
+   read-back check of the counts and ``_metrics.json``, and commits only
+   when they passed;
 5. publish: each partition moves into place by one rename; status
    ``published``.
 
@@ -28,6 +30,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 from py4j.protocol import Py4JJavaError
@@ -42,7 +46,7 @@ from .config import JobConfig
 from .contract import DATASETS, INPUT_FILES
 from .errors import ContractError, EtlError, InfrastructureError, OrderError
 from .fs import HadoopFs, java_error_chain
-from .metrics import Timings, check_conservation, compute_metrics
+from .metrics import OVERLAPPED, Timings, check_conservation, compute_metrics
 from .migrations import latest_version
 from .store import RunPlan, Store, StoreLoad
 
@@ -177,6 +181,79 @@ def _blocks(texts) -> list[bytes]:
     return [t.encode("utf-8") + b"\n" for t in texts if t]
 
 
+class _Background:
+    """``work(gate)`` in a thread; ``work`` calls ``gate()`` just before it
+    commits, and the gate lets it go on only after ``finish(ok=True)``: with
+    ``ok=False`` the gate raises and ``work`` rolls back."""
+
+    class Abandoned(Exception):
+        pass
+
+    def __init__(self, work):
+        self._go = threading.Event()
+        self._ok = False
+        self._done = False
+        self.error: BaseException | None = None
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, args=(work,), name="store-apply", daemon=True)
+        self._thread.start()
+
+    def _gate(self):
+        self._go.wait()
+        if not self._ok:
+            raise self.Abandoned("the run failed before the store's commit")
+
+    def _run(self, work):
+        try:
+            work(self._gate)
+        except BaseException as exc:   # handed to the main thread by finish()
+            self.error = exc
+        self._t1 = time.monotonic()
+
+    def finish(self, ok: bool) -> float:
+        """Let the work commit (``ok``) or roll back; wait for it. Raises its
+        error. Returns the seconds it ran before this call (overlapped)."""
+        if self._done:
+            return 0.0
+        asked = time.monotonic()
+        self._done, self._ok = True, ok
+        self._go.set()
+        self._thread.join()
+        if ok and self.error is not None:
+            raise self.error
+        return min(asked, self._t1) - self._t0
+
+
+def _stage_keys(store: Store, r: int, subs: DataFrame, unique: DataFrame, tx_lines: DataFrame,
+                rules: tr.BatchRules, pending_query: str) -> tuple[dict, int, int]:
+    """The batch's sub_ids into the store's etl_stage_keys, so that only their
+    subscribers are read. Returns the subscribers by reason, the transaction
+    file's rows and the number of keys.
+
+    One query: the subscribers by reason, and the batch's sub_ids as COPY
+    blocks from a cheap projection of the transactions (the sub_id field of
+    every row that could be valid). The blocks also count the transaction
+    file's rows (before any rule), so the conservation law checks the fates
+    against the input.
+    """
+    null = F.lit(None).cast("string")
+    tx_ids = tr.transaction_sub_id_rows(tr.parse_lines(tx_lines, rules.max_line_bytes)).select(
+        "sub_id", F.lit(1).alias("n"))
+    # Every key once, with its transaction rows (null: rows that cannot be valid).
+    keyed = unique.select("sub_id", F.lit(0).alias("n")).unionByName(tx_ids).groupBy("sub_id").agg(
+        F.sum("n").alias("n"))
+    rows = (subs.groupBy(F.lit("subscribers").alias("file"), "reason").agg(F.count(F.lit(1)).alias("n"))
+            .select("file", "reason", "n", null.alias("_lines"))
+            .unionByName(_copy_block_df(keyed.select("sub_id", "n"), r, counted="n").select(
+                F.lit("keys").alias("file"), null.alias("reason"), "n", "_lines"))
+            .collect())
+    sub_reasons = {row["reason"]: row["n"] for row in rows if row["file"] == "subscribers"}
+    transactions_input = sum(row["n"] or 0 for row in rows if row["file"] == "keys")
+    n_keys = store.stage_keys(r, _blocks(row["_lines"] for row in rows if row["file"] == "keys"),
+                              pending_query)
+    return sub_reasons, transactions_input, n_keys
+
+
 def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan,
                 timings: Timings | None = None) -> dict:
     """Steps 2-4: compute, check, write staging, apply to the store. Returns metrics."""
@@ -187,6 +264,7 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
     staging = cfg.staging_path(plan.run_id)
     persisted: list[DataFrame] = []
     r = plan.run_id
+    applier = None
 
     def keep(df: DataFrame) -> DataFrame:
         df = df.persist(StorageLevel.MEMORY_AND_DISK)
@@ -196,41 +274,32 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
     try:
         inputs = check_inputs(fs, cfg)
         store.record_inputs(r, inputs)
+        # A small store is read whole, in the main query; a large one only for the
+        # batch's sub_ids, which an earlier pass over the transactions stages.
+        store_rows = store.count_subscribers()
+        by_key = store_rows >= cfg.store_full_read_rows
+        log.info("the store holds %d subscribers: %s", store_rows,
+                 "reading those of the batch's sub_ids" if by_key else "reading all of them")
+        null = F.lit(None).cast("string")
         with timings.step("read_validate_keys", "reading the files, validating the subscribers, staging the sub_ids"):
             subs_lines = read_lines(spark, fs, cfg.input_path("subscribers.csv"))
             tx_lines = read_lines(spark, fs, cfg.input_path("transactions.csv"))
             subs = keep(tr.validate_subscribers(tr.parse_lines(subs_lines, rules.max_line_bytes), rules))
             unique = keep(tr.collapse_subscribers(subs.where(F.col("reason").isNull())))
-            # One query: the subscribers by reason, and the batch's sub_ids as COPY
-            # blocks from a cheap projection of the transactions (the sub_id field
-            # of every row that could be valid), so the store is read before the
-            # transactions are validated, in one pass with them. The blocks also
-            # count the transaction file's rows (before any rule), so the
-            # conservation law checks the fates against the input.
-            null = F.lit(None).cast("string")
-            tx_ids = tr.transaction_sub_id_rows(tr.parse_lines(tx_lines, rules.max_line_bytes)).select(
-                "sub_id", F.lit(1).alias("n"))
-            # Every key once, with its transaction rows (null: rows that cannot be valid).
-            keyed = unique.select("sub_id", F.lit(0).alias("n")).unionByName(tx_ids).groupBy("sub_id").agg(
-                F.sum("n").alias("n"))
-            rows = (subs.groupBy(F.lit("subscribers").alias("file"), "reason").agg(F.count(F.lit(1)).alias("n"))
-                    .select("file", "reason", "n", null.alias("_lines"))
-                    .unionByName(_copy_block_df(keyed.select("sub_id", "n"), r, counted="n").select(
-                        F.lit("keys").alias("file"), null.alias("reason"), "n", "_lines"))
-                    .collect())
-            sub_reasons = {row["reason"]: row["n"] for row in rows if row["file"] == "subscribers"}
-            transactions_input = sum(row["n"] or 0 for row in rows if row["file"] == "keys")
             pending_query = store.pending_before_query(plan.undo_run_id)
             pending_in = store.count_rows(pending_query)
-            n_keys = store.stage_keys(r, _blocks(row["_lines"] for row in rows if row["file"] == "keys"),
-                                      pending_query)
-
+            if by_key:
+                sub_reasons, transactions_input, n_keys = _stage_keys(store, r, subs, unique, tx_lines, rules,
+                                                                      pending_query)
+            else:
+                sub_reasons = transactions_input = n_keys = None   # counted with the metrics
             # Read by the next step's query (Spark reads lazily): the pending rows
             # and the batch's subscribers as the store had them before this batch.
             pending = (read_jdbc(spark, cfg, pending_query, "pending_id", hashed=False)
                        .withColumn("record", F.from_json("record", tr.RECORD_TYPE))
                        .withColumn("amount", F.col("amount").cast(tr.AMOUNT_TYPE)))
-            store_df = read_jdbc(spark, cfg, store.subscribers_before_query(plan.undo_run_id, r),
+            store_df = read_jdbc(spark, cfg, store.subscribers_before_query(plan.undo_run_id,
+                                                                            r if by_key else None),
                                  "sub_id", hashed=True)
             merge = keep(tr.merge_subscribers(unique, store_df))
 
@@ -253,44 +322,37 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
                                         F.col("status").alias("b"), F.col("reason").alias("c")).agg(
                 F.count(F.lit(1)).alias("n"), F.lit(None).cast("long").alias("dups"),
                 F.lit(None).cast("long").alias("in_store"))
-            rows = merge_counts.unionByName(fate_counts).collect()
+            counts = merge_counts.unionByName(fate_counts)
+            if not by_key:
+                # The subscribers by reason, and the transaction file's rows
+                # (before any rule: the conservation law checks the fates against them).
+                counts = counts.unionByName(subs.groupBy(
+                    F.lit("subscribers").alias("kind"), F.col("reason").alias("a"), null.alias("b"),
+                    null.alias("c")).agg(F.count(F.lit(1)).alias("n"), F.lit(None).cast("long").alias("dups"),
+                                         F.lit(None).cast("long").alias("in_store")))
+                counts = counts.unionByName(tr.text_rows(tx_lines).agg(
+                    F.lit("input").alias("kind"), null.alias("a"), null.alias("b"), null.alias("c"),
+                    F.count(F.lit(1)).alias("n"), F.lit(None).cast("long").alias("dups"),
+                    F.lit(None).cast("long").alias("in_store")))
+            rows = counts.collect()
+            if not by_key:
+                sub_reasons = {row["a"]: row["n"] for row in rows if row["kind"] == "subscribers"}
+                transactions_input = sum(row["n"] for row in rows if row["kind"] == "input")
             merge_rows = [(row["a"], row["n"], row["dups"]) for row in rows
                           if row["kind"] == "merge" and row["a"] is not None]
             fates_rows = [(row["a"], row["b"], row["c"], row["n"]) for row in rows if row["kind"] == "fate"]
-            log.info("%d sub_ids in the batch, %d of them in the store; %d pending rows", n_keys,
+            log.info("%s sub_ids read for the batch, %d of them in the store; %d pending rows",
+                     "all" if n_keys is None else n_keys,
                      sum(row["in_store"] for row in rows if row["kind"] == "merge"), pending_in)
             metrics = compute_metrics(sub_reasons, merge_rows, fates_rows, transactions_input, pending_in)
             log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
             check_conservation(metrics)
 
-        with timings.step("rejects_write", "writing the rejected rows"):
-            tr.reject_rows(subs, fates).write.parquet(rj_stage)
-
-        with timings.step("read_back_check", "reading the staged partitions back"):
-            tx_back, rj_back = spark.read.parquet(tx_stage), spark.read.parquet(rj_stage)
-            back = {row[0]: row[1] for row in tx_back.select(F.lit("transactions").alias("ds")).unionByName(
-                rj_back.select(F.lit("rejects").alias("ds"))).groupBy("ds").count().collect()}
-            n_pub, n_rej = back.get("transactions", 0), back.get("rejects", 0)
-            want_rej = (sum(metrics["subscribers_rejected"].values())
-                        + sum(metrics["transactions_rejected"].values()))
-            if n_pub != metrics["published"] or n_rej != want_rej:
-                raise ContractError(
-                    f"staging check failed: read back {n_pub} published / {n_rej} rejected rows, "
-                    f"expected {metrics['published']} / {want_rej}; nothing published")
-            schema = {"transactions": _schema(tx_back), "rejects": _schema(rj_back)}
-
-        def write_metrics_file():
-            fs.write_text(f"{tx_stage}/_metrics.json", json.dumps({
-                "batch_id": cfg.batch_id, "run_id": plan.run_id,
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                # As read back from the staged files: the DAG's quality gate checks it.
-                "schema": schema, "metrics": metrics, "timings": timings.as_dict(), "inputs": inputs},
-                indent=2, sort_keys=True) + "\n")
-
-        # Written before the apply, so a staged batch always has its file; written
-        # again after it with the apply's seconds (staging is not visible yet).
-        write_metrics_file()
-        with timings.step("store_load_apply", "loading and applying the store changes"):
+        # Step 4 runs in a thread alongside the rejects' write and the read-back
+        # check (Spark's cores and PostgreSQL's work overlap); it commits only
+        # when those have passed, else it rolls back: nothing is applied.
+        def load_and_apply(gate):
+            log.info("loading and applying the store changes, alongside the rejects ...")
             pending_kept = sum(n for o, st, _, n in fates_rows if o == "pending" and st == tr.PENDING)
             n_removed = metrics["pending_in"] - pending_kept
             expected = {
@@ -321,12 +383,46 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
                 return _blocks(row["_lines"] for row in loads if row["kind"] == kind)
 
             load = StoreLoad(subscribers=blocks_of("s"), pending_removed=blocks_of("r"), pending_new=blocks_of("n"))
-            store.apply_run(cfg.batch_id, plan, expected, metrics, load)
+            store.apply_run(cfg.batch_id, plan, expected, metrics, load, before_commit=gate)
+
+        applier = _Background(load_and_apply)
+        with timings.step("rejects_write", "writing the rejected rows"):
+            tr.reject_rows(subs, fates).write.parquet(rj_stage)
+
+        with timings.step("read_back_check", "reading the staged partitions back"):
+            tx_back, rj_back = spark.read.parquet(tx_stage), spark.read.parquet(rj_stage)
+            back = {row[0]: row[1] for row in tx_back.select(F.lit("transactions").alias("ds")).unionByName(
+                rj_back.select(F.lit("rejects").alias("ds"))).groupBy("ds").count().collect()}
+            n_pub, n_rej = back.get("transactions", 0), back.get("rejects", 0)
+            want_rej = (sum(metrics["subscribers_rejected"].values())
+                        + sum(metrics["transactions_rejected"].values()))
+            if n_pub != metrics["published"] or n_rej != want_rej:
+                raise ContractError(
+                    f"staging check failed: read back {n_pub} published / {n_rej} rejected rows, "
+                    f"expected {metrics['published']} / {want_rej}; nothing published")
+            schema = {"transactions": _schema(tx_back), "rejects": _schema(rj_back)}
+
+        def write_metrics_file():
+            fs.write_text(f"{tx_stage}/_metrics.json", json.dumps({
+                "batch_id": cfg.batch_id, "run_id": plan.run_id,
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                # As read back from the staged files: the DAG's quality gate checks it.
+                "schema": schema, "metrics": metrics, "timings": timings.as_dict(), "inputs": inputs},
+                indent=2, sort_keys=True) + "\n")
+
+        # Written before the commit, so a staged batch always has its file; written
+        # again after it with the apply's seconds (staging is not visible yet).
+        write_metrics_file()
+        with timings.step("store_load_apply", "loading and applying the store changes"):
+            overlapped = applier.finish(ok=True)
+        timings.add("store_load_apply" + OVERLAPPED, overlapped)
         write_metrics_file()
         return metrics
     except Py4JJavaError as exc:
         raise _translate_jvm(exc, cfg) from None
     finally:
+        if applier is not None:
+            applier.finish(ok=False)   # no-op when it already finished
         for df in persisted:
             df.unpersist()
 

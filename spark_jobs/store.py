@@ -199,17 +199,25 @@ class Store:
         self.conn.commit()
         return n
 
+    def count_subscribers(self) -> int:
+        n = self.conn.execute("SELECT count(*) FROM subscribers").fetchone()[0]
+        self.conn.commit()
+        return n
+
     @staticmethod
-    def subscribers_before_query(undo_run_id: int | None, keys_run_id: int) -> str:
-        """The batch's subscribers (etl_stage_keys of ``keys_run_id``) as the store
-        had them before ``undo_run_id`` (the current store if None)."""
+    def subscribers_before_query(undo_run_id: int | None, keys_run_id: int | None) -> str:
+        """The batch's subscribers (etl_stage_keys of ``keys_run_id``; every
+        subscriber when None) as the store had them before ``undo_run_id`` (the
+        current store if None)."""
         undo = int(undo_run_id) if undo_run_id is not None else -1
+        keys = ("" if keys_run_id is None else
+                "JOIN etl_stage_keys k ON s.sub_id = k.sub_id AND k.run_id = " + str(int(keys_run_id)) + " ")
         return (
             "SELECT s.sub_id, COALESCE(c.old_activation_date, s.activation_date) AS activation_date "
-            "FROM etl_stage_keys k JOIN subscribers s ON s.sub_id = k.sub_id "
+            f"FROM subscribers s {keys}"
             "LEFT JOIN subscriber_changes c "
             f"ON c.sub_id = s.sub_id AND c.run_id = {undo} "
-            f"WHERE k.run_id = {int(keys_run_id)} AND NOT (c.run_id IS NOT NULL AND c.old_activation_date IS NULL)"
+            "WHERE NOT (c.run_id IS NOT NULL AND c.old_activation_date IS NULL)"
         )
 
     @staticmethod
@@ -246,12 +254,15 @@ class Store:
             (run_id,),
         )
 
-    def apply_run(self, batch_id: str, plan: RunPlan, expected: dict, metrics: dict, loads: "StoreLoad"):
+    def apply_run(self, batch_id: str, plan: RunPlan, expected: dict, metrics: dict, loads: "StoreLoad",
+                  before_commit=None):
         """Undo the batch's previous run (if any) and apply this one, atomically.
 
         ``loads`` brings the batch's rows (COPY into the stage tables, in this
         same transaction). ``expected`` holds the counts Spark planned; the
         SQL's own counts must match them, or nothing is applied.
+        ``before_commit()`` is called last inside the transaction: when it
+        raises, nothing is applied.
         """
         c = self.conn
         r = plan.run_id
@@ -313,6 +324,8 @@ class Store:
             # This run holds the batch lock: nobody else has rows in the stage tables.
             c.execute("TRUNCATE etl_stage_subscribers, etl_stage_pending_new, etl_stage_pending_removed, "
                       "etl_stage_keys")
+            if before_commit is not None:
+                before_commit()
 
     def record_inputs(self, run_id: int, inputs: dict):
         """The input files of a run (sql/0005): bytes, and SHA-256 when known."""

@@ -116,6 +116,8 @@ def job(spark_hdfs, store_db, area):
     fs = HadoopFs(spark)
 
     class Job:
+        defaults: dict = {}   # JobConfig settings of every run
+
         def land(self, batch_id, subs=None, txs=None):
             subs_text, txs_text = BATCHES.get(batch_id, ("", ""))
             for name, text in (("subscribers.csv", subs if subs is not None else subs_text),
@@ -125,7 +127,7 @@ def job(spark_hdfs, store_db, area):
 
         def config(self, batch_id, **kw):
             return JobConfig(batch_id=batch_id, input_uri=area["landing"], warehouse_uri=area["warehouse"],
-                             database=store_db, **kw)
+                             database=store_db, **{**self.defaults, **kw})
 
         def run(self, batch_id, land=True, publish=True, **kw):
             if land:
@@ -170,7 +172,15 @@ def ts(*a):
     return dt.datetime(*a, tzinfo=UTC)
 
 
-def test_three_batches_end_to_end_on_hdfs(job):
+# How the job reads the store: whole (the default while it is small), only the
+# batch's sub_ids staged first (0), or switching between them as it grows (3).
+STORE_READS = pytest.mark.parametrize("store_full_read_rows", [None, 0, 3], ids=["whole", "by-key", "switching"])
+
+
+@STORE_READS
+def test_three_batches_end_to_end_on_hdfs(job, store_full_read_rows):
+    if store_full_read_rows is not None:
+        job.defaults = {"store_full_read_rows": store_full_read_rows}
     a = job.run("2024-03-01_a")
     assert a.metrics == A_METRICS
     assert job.metrics_file("2024-03-01_a")["metrics"] == A_METRICS
@@ -224,7 +234,10 @@ def test_three_batches_end_to_end_on_hdfs(job):
     assert [r[2] for r in runs] == [A_METRICS, B_METRICS, C_METRICS]
 
 
-def test_rerun_of_latest_batch_gives_identical_rows_and_state(job):
+@STORE_READS
+def test_rerun_of_latest_batch_gives_identical_rows_and_state(job, store_full_read_rows):
+    if store_full_read_rows is not None:
+        job.defaults = {"store_full_read_rows": store_full_read_rows}
     job.run("2024-03-01_a")
     first = job.run("2024-03-01_b")
     before = (job.rows("2024-03-01_b"), job.rows("2024-03-01_b", "rejects"), job.state())
@@ -438,6 +451,37 @@ def test_conservation_law_failure_publishes_nothing(job, monkeypatch):
     assert job.state() == ([], [])
     assert job.sql("SELECT status FROM etl_batches") == [("failed",)]
     assert "conservation law" in job.sql("SELECT error FROM etl_batch_runs")[0][0]
+
+
+def test_a_failed_read_back_rolls_back_the_apply_that_ran_alongside(job, monkeypatch):
+    """The store's apply runs in a thread alongside the rejects' write and the
+    read-back check; it waits at its commit, and a failed check rolls it back."""
+    import threading
+
+    job.run("2024-03-01_a")
+    before = job.state()
+    at_commit = threading.Event()
+    real_gate, real_rejects = pipeline._Background._gate, pipeline.tr.reject_rows
+
+    def gate(self):
+        at_commit.set()
+        real_gate(self)
+
+    def lossy_rejects(subs, fates):
+        assert at_commit.wait(120), "the apply never reached its commit"
+        return real_rejects(subs, fates).limit(0)   # the read-back finds fewer rejects than counted
+
+    monkeypatch.setattr(pipeline._Background, "_gate", gate)
+    monkeypatch.setattr(pipeline.tr, "reject_rows", lossy_rejects)
+    with pytest.raises(ContractError, match="staging check failed"):
+        job.run("2024-03-01_b")
+    assert at_commit.is_set()
+    assert job.state() == before
+    assert not job.exists("2024-03-01_b")
+    assert job.sql("SELECT batch_id, status FROM etl_batches ORDER BY batch_id") == [
+        ("2024-03-01_a", "published"), ("2024-03-01_b", "failed")]
+    for table in ("etl_stage_subscribers", "etl_stage_pending_new", "etl_stage_pending_removed"):
+        assert job.sql(f"SELECT count(*) FROM {table}") == [(0,)]
 
 
 def test_missing_input_file_names_the_path(job, area):
