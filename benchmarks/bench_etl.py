@@ -369,13 +369,19 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="1000000,5000000", help="transactions per run, comma separated")
     ap.add_argument("--work-dir", default=os.path.join(os.environ.get("OPTASIA_CACHE", "/opt/optasia/cache"), "bench"))
     ap.add_argument("--results", default="results/bench-etl.md")
-    ap.add_argument("--driver-memory", default="2g", help="Spark driver heap of the job and the baseline")
+    ap.add_argument("--driver-memory", default=None,
+                    help="Spark driver heap of the job and the baseline (default: the deployed job's, "
+                         "airflow_pipeline_spark_memory of the airflow role)")
     ap.add_argument("--no-steady", dest="steady", action="store_false",
                     help="skip the second batch on top of the first one's store")
     ap.add_argument("--small", action="store_true", help=f"add a {SMALL:,}-transaction batch and the session start")
     ap.add_argument("--hostile-size", type=int, default=1_000_000,
                     help="at this size also run the batch with the hostile lines mixed in (0: never)")
     args = ap.parse_args(argv)
+    if args.driver_memory is None:
+        from tests.services import airflow_role_defaults
+
+        args.driver_memory = str(airflow_role_defaults()["airflow_pipeline_spark_memory"])
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
 
