@@ -227,7 +227,8 @@ class Bench:
         """env with Spark's event log on, into a folder of its own."""
         from benchmarks.stage_split import with_event_log
 
-        folder = self.work / "eventlogs" / f"{label}-{n}"
+        # no space in the folder: it goes into PYSPARK_SUBMIT_ARGS
+        folder = self.work / "eventlogs" / f"{label.replace(' ', '-')}-{n}"
         shutil.rmtree(folder, ignore_errors=True)
         return with_event_log(env, folder), folder
 

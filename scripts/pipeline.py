@@ -233,10 +233,25 @@ def report(af: Airflow, run_id: str, batch: str, state: str) -> int:
     return 0
 
 
+def look_now(af: Airflow, run_id: str):
+    """A run waiting for the files between two looks of wait_for_landing
+    (up_for_reschedule) looks again now: its task instance is cleared, so the
+    scheduler runs the sensor at once instead of at its next poke. The sensor
+    still decides; a batch that is not complete yet waits as before."""
+    ti = af.tasks(run_id).get("wait_for_landing") or {}
+    if ti.get("state") != "up_for_reschedule":
+        return
+    af.call(f"/api/v2/dags/{DAG}/clearTaskInstances", "POST", {
+        "dry_run": False, "dag_run_id": run_id, "task_ids": ["wait_for_landing"], "only_failed": False,
+        "only_running": False, "reset_dag_runs": False, "include_downstream": False, "include_upstream": False})
+    say("  its wait_for_landing was between two looks for the files; asked it to look now")
+
+
 def start_or_follow(af: Airflow, batch: str, rerun_failed: bool = False) -> str:
     for r in af.runs("queued", "running"):
         if batch_of_run(r) == batch:
             say(f"run {r['dag_run_id']} is already working on batch {batch}; following it")
+            look_now(af, r["dag_run_id"])
             return r["dag_run_id"]
     last = next((r for r in af.call(f"/api/v2/dags/{DAG}/dagRuns?order_by=-run_after&limit=100")["dag_runs"]
                  if batch_of_run(r) == batch), None)

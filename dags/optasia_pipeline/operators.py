@@ -98,6 +98,8 @@ class SparkJobOperator(DockerOperator):
                      "--pending-ttl-days", str(s["pending_ttl_days"])]
             if s.get("max_line_bytes"):
                 args += ["--max-line-bytes", str(s["max_line_bytes"])]
+            if s.get("store_full_read_rows") is not None:
+                args += ["--store-full-read-rows", str(s["store_full_read_rows"])]
         return args + ["--master", s.get("spark_master", "local[2]"),
                        "--driver-memory", s.get("spark_memory", "3g")]
 

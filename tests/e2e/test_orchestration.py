@@ -77,6 +77,9 @@ def test_variable_and_connections_hold_the_inventory(stack, token):
     assert pipeline["allowed_channels"] == ["SMS", "USSD", "APP", "WEB"]
     assert pipeline["pending_ttl_days"] == 7 and pipeline["hdfs_uri"] == "hdfs://namenode:8020"
     assert pipeline["max_line_bytes"] == contract.DEFAULT_MAX_LINE_BYTES
+    from spark_jobs.config import DEFAULT_STORE_FULL_READ_ROWS
+
+    assert pipeline["store_full_read_rows"] == DEFAULT_STORE_FULL_READ_ROWS
     assert pipeline["spark_image"].startswith("optasia/spark-job")
     status, conn = api(stack, "/api/v2/connections/optasia_store", token=token)
     assert status == 200, conn

@@ -951,22 +951,46 @@ def test_make_abandon_refuses_an_older_or_unknown_batch_and_changes_nothing(pipe
     assert p.hdfs("-test", "-e", f"/optasia/warehouse/transactions/batch_id={B0}", check=False).returncode == 0
 
 
-def test_make_demo_runs_a_sample_batch_end_to_end(stack):
+def _drive():
+    """scripts/pipeline.py (what `make demo` runs) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("optasia_drive", ROOT / "scripts" / "pipeline.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_make_demo_runs_a_sample_batch_end_to_end(pipeline, stack):
     """What a new user runs first: `make demo` lands ~100k transactions for the
-    current half-day, runs the DAG through the REST API and prints the result."""
+    current half-day, runs the DAG through the REST API and prints the result.
+    A run for that half-day already waiting for its files (as the scheduled run
+    is) is followed, and asked to look for the files now rather than at its
+    next poke."""
     import re
 
     from spark_jobs.contract import batch_id_for
 
     started = dt.datetime.now(dt.timezone.utc)
+    batch = batch_id_for(started)
+    active = pipeline.api(f"/api/v2/dags/{DAG}/dagRuns?state=queued&state=running&limit=100")["dag_runs"]
+    assert all(_drive().batch_of_run(r) == batch for r in active), active   # nothing ahead of the demo
+    waiting = active[0]["dag_run_id"] if active else pipeline.trigger(batch)
+    deadline = time.monotonic() + 180
+    while pipeline.tis(waiting)["wait_for_landing"]["state"] != "up_for_reschedule":
+        assert time.monotonic() < deadline, pipeline.tis(waiting)
+        time.sleep(2)
     p = run(["make", "--no-print-directory", "demo"], env={"OPTASIA_HOME": stack.home}, timeout=2400)
     out = p.stdout
     print(out[-2500:])
+    if batch_id_for(dt.datetime.now(dt.timezone.utc)) == batch:
+        assert f"run {waiting} is already working on batch" in out, out
+        assert "asked it to look now" in out, out
     # the half-day the demo started in (the run may cross 00:00 or 12:00 UTC)
-    batch = re.search(r"^generating batch (\S+):", out, re.M).group(1)
-    assert batch in {batch_id_for(started), batch_id_for(dt.datetime.now(dt.timezone.utc))}, batch
-    assert f"batch {batch} published" in out
-    assert f"hdfs://namenode:8020/optasia/warehouse/transactions/batch_id={batch}" in out
+    demo_batch = re.search(r"^generating batch (\S+):", out, re.M).group(1)
+    assert demo_batch in {batch, batch_id_for(dt.datetime.now(dt.timezone.utc))}, demo_batch
+    assert f"batch {demo_batch} published" in out
+    assert f"hdfs://namenode:8020/optasia/warehouse/transactions/batch_id={demo_batch}" in out
     assert "counts from _metrics.json:" in out and "spark_processing       success" in out
     published = int(next(ln.split()[-1] for ln in out.splitlines() if ln.strip().startswith("published "))
                     .replace(",", ""))

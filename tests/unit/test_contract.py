@@ -82,6 +82,24 @@ def test_the_airflow_role_s_line_bound_is_the_job_s_default():
     assert airflow_role_defaults()["airflow_pipeline_max_line_bytes"] == contract.DEFAULT_MAX_LINE_BYTES
 
 
+def test_the_airflow_role_s_store_read_threshold_is_the_job_s_default_and_a_negative_one_is_refused():
+    from spark_jobs import cli
+    from spark_jobs.config import DEFAULT_STORE_FULL_READ_ROWS, Database, JobConfig
+    from spark_jobs.errors import ConfigError
+    from tests.services import airflow_role_defaults
+
+    assert airflow_role_defaults()["airflow_pipeline_store_full_read_rows"] == DEFAULT_STORE_FULL_READ_ROWS
+    db = Database(jdbc_url="jdbc:postgresql://h:5432/d", user="u", password="p")
+    kw = dict(batch_id="2024-03-01_a", input_uri="file:///in", warehouse_uri="file:///wh", database=db)
+    with pytest.raises(ConfigError,
+                       match=r"store full read rows must be 0 or more \(got -1; the default is 2,000,000\)"):
+        JobConfig(**kw, store_full_read_rows=-1)
+    args = cli.parser().parse_args(["run", "--batch-id", "2024-03-01_a", "--warehouse-uri", "file:///wh",
+                                    "--input-uri", "file:///in", "--jdbc-url", "jdbc:postgresql://h/d",
+                                    "--store-full-read-rows", "0"])
+    assert args.store_full_read_rows == 0
+
+
 def test_a_line_bound_out_of_range_is_refused_with_the_range_and_the_default():
     from spark_jobs import cli
     from spark_jobs.config import Database, JobConfig
