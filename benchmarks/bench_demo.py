@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import json
 import os
 import platform
@@ -28,15 +27,8 @@ from pathlib import Path
 from spark_jobs.contract import partition
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 PUBLISHED_BY = "hdfs_storage"
-
-
-def _drive():
-    """scripts/pipeline.py (what `make demo` runs) as a module: its REST client and steps."""
-    spec = importlib.util.spec_from_file_location("optasia_drive", ROOT / "scripts" / "pipeline.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _ts(value: str | None) -> dt.datetime | None:
@@ -108,7 +100,9 @@ def main(argv=None) -> int:
     if subprocess.run([sys.executable, str(ROOT / "scripts" / "health.py")], capture_output=True).returncode:
         print("ERROR: the stack is not up and healthy (`make health`); run `make up` first", file=sys.stderr)
         return 1
-    drive = _drive()
+    from tests.services import pipeline_cli
+
+    drive = pipeline_cli()
     af = drive.Airflow()
     batch = drive.current_batch()
     runs = []

@@ -53,7 +53,7 @@ class _Step:
 
     def __exit__(self, exc_type, *_):
         took = time.monotonic() - self.t0
-        self.timings.seconds[self.key] = self.timings.seconds.get(self.key, 0.0) + took
+        self.timings.add(self.key, took)
         if exc_type is None:
             log.info("%s done in %.1fs", self.text, took)
 

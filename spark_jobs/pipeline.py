@@ -276,7 +276,7 @@ def stage_batch(spark: SparkSession, cfg: JobConfig, store: Store, plan: RunPlan
         store.record_inputs(r, inputs)
         # A small store is read whole, in the main query; a large one only for the
         # batch's sub_ids, which an earlier pass over the transactions stages.
-        store_rows = store.count_subscribers()
+        store_rows = store.count_rows("SELECT sub_id FROM subscribers")
         by_key = store_rows >= cfg.store_full_read_rows
         log.info("the store holds %d subscribers: %s", store_rows,
                  "reading those of the batch's sub_ids" if by_key else "reading all of them")

@@ -199,11 +199,6 @@ class Store:
         self.conn.commit()
         return n
 
-    def count_subscribers(self) -> int:
-        n = self.conn.execute("SELECT count(*) FROM subscribers").fetchone()[0]
-        self.conn.commit()
-        return n
-
     @staticmethod
     def subscribers_before_query(undo_run_id: int | None, keys_run_id: int | None) -> str:
         """The batch's subscribers (etl_stage_keys of ``keys_run_id``; every

@@ -951,16 +951,6 @@ def test_make_abandon_refuses_an_older_or_unknown_batch_and_changes_nothing(pipe
     assert p.hdfs("-test", "-e", f"/optasia/warehouse/transactions/batch_id={B0}", check=False).returncode == 0
 
 
-def _drive():
-    """scripts/pipeline.py (what `make demo` runs) as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("optasia_drive", ROOT / "scripts" / "pipeline.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_make_demo_runs_a_sample_batch_end_to_end(pipeline, stack):
     """What a new user runs first: `make demo` lands ~100k transactions for the
     current half-day, runs the DAG through the REST API and prints the result.
@@ -970,11 +960,12 @@ def test_make_demo_runs_a_sample_batch_end_to_end(pipeline, stack):
     import re
 
     from spark_jobs.contract import batch_id_for
+    from tests.services import pipeline_cli
 
     started = dt.datetime.now(dt.timezone.utc)
     batch = batch_id_for(started)
     active = pipeline.api(f"/api/v2/dags/{DAG}/dagRuns?state=queued&state=running&limit=100")["dag_runs"]
-    assert all(_drive().batch_of_run(r) == batch for r in active), active   # nothing ahead of the demo
+    assert all(pipeline_cli().batch_of_run(r) == batch for r in active), active   # nothing ahead of the demo
     waiting = active[0]["dag_run_id"] if active else pipeline.trigger(batch)
     deadline = time.monotonic() + 180
     while pipeline.tis(waiting)["wait_for_landing"]["state"] != "up_for_reschedule":

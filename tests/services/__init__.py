@@ -22,6 +22,17 @@ FETCH_JARS = REPO_ROOT / "scripts" / "fetch-jars.sh"
 
 
 @functools.lru_cache(maxsize=None)
+def pipeline_cli():
+    """scripts/pipeline.py (what `make demo` and `make run` run) as a module:
+    its REST client and steps."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("optasia_drive", REPO_ROOT / "scripts" / "pipeline.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def airflow_role_defaults() -> dict:
     """The airflow role's defaults (roles/airflow/defaults/main.yml), the one
     home of the settings the DAG gives the job."""
