@@ -121,7 +121,7 @@ flower: deps ## Celery's Flower UI on 127.0.0.1:5555 (opt-in service; STOP=1 rem
 .PHONY: lint
 lint: deps ## ansible-lint (production profile), yamllint, ruff (Python) and shellcheck (every shell script)
 	$(VENV)/bin/yamllint -s .
-	$(VENV)/bin/ansible-lint --profile production site.yml ansible/teardown.yml
+	$(VENV)/bin/ansible-lint --profile production site.yml ansible/teardown.yml $(wildcard $(foreach p,prepare converge verify,roles/*/molecule/*/$(p).yml))
 	$(VENV)/bin/ruff check .
 	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
 	shellcheck -x -P SCRIPTDIR $$(git ls-files | while read -r f; do head -n1 "$$f" 2>/dev/null | grep -qE '^#!.*\b(ba)?sh\b' && echo "$$f"; done)
@@ -135,6 +135,18 @@ data: deps ## generate one batch: make data BATCH=2024-03-01_a LANDING=/tmp/land
 .PHONY: test
 test: deps jars ## the whole test suite, as CI runs it
 	$(PYTEST) -q -p no:cacheprovider --durations=30 tests
+
+# Every role's molecule scenario, in dependency order: each finds what the
+# earlier ones converged (the images, the infrastructure stack Airflow needs).
+MOLECULE_ROLES := docker_engine optasia base_image postgres hadoop infrastructure airflow
+
+.PHONY: molecule
+molecule: deps ## each role alone with molecule (converge, idempotence, verify) on THIS host, in dependency order; ROLE=hadoop for one
+	@for r in $(or $(ROLE),$(MOLECULE_ROLES)); do \
+	  [ -d "roles/$$r/molecule/default" ] || { echo "no molecule scenario for role '$$r' (roles: $(MOLECULE_ROLES))" >&2; exit 2; }; \
+	  echo "=== molecule test: role $$r ($$(date -u +%H:%M:%S))"; \
+	  ( cd "roles/$$r" && PATH="$(abspath $(VENV))/bin:$$PATH" molecule test ) || { echo "molecule: role $$r failed (its log is above)" >&2; exit 1; }; \
+	done
 
 .PHONY: test-fast
 test-fast: deps ## unit tests only (no PostgreSQL/HDFS/Docker) for the inner loop

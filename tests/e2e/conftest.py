@@ -36,8 +36,9 @@ EXTRA_VARS = {
 AIRFLOW = "optasia-airflow"
 # The e2e modules share one stack and build on each other's state (the store
 # holds the DAG tests' batches when the ops tests read it): they run in this
-# order, whatever their file names sort to, and the teardown last.
-E2E_ORDER = ("test_infrastructure", "test_orchestration", "test_pipeline_dag", "test_pipeline_ops",
+# order, whatever their file names sort to, and the teardown last. The roles'
+# molecule scenarios come first: they converge the stack site.yml then finds.
+E2E_ORDER = ("test_molecule", "test_infrastructure", "test_orchestration", "test_pipeline_dag", "test_pipeline_ops",
              "test_teardown")
 
 
