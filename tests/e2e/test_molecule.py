@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,8 @@ def test_role_alone_converges_idempotent_and_verifies(role):
     assert p.returncode == 0, out[-8000:]
     for action in ("converge", "idempotence", "verify"):
         assert re.search(rf"{action}: Executed: Successful", out), (action, out[-4000:])
+    # A probe's throwaway containers, networks and files go with it (`make destroy` finds none).
+    assert run(["docker", "ps", "-aq", "--filter", "name=optasia-molecule"]).stdout.strip() == ""
+    networks = run(["docker", "network", "ls", "--format", "{{.Name}}"]).stdout.split()
+    assert not [n for n in networks if n.startswith("optasia-molecule")], networks
+    assert not (Path(HOME) / "molecule").exists()
