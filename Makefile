@@ -40,8 +40,8 @@ jars: ## fetch the Hadoop jars and the PostgreSQL JDBC driver into the cache (Ma
 	bash scripts/fetch-jars.sh
 
 .PHONY: up
-up: deps ## provision this host: Docker, images, both stacks (= ansible-playbook site.yml)
-	$(VENV)/bin/ansible-playbook site.yml $(ANSIBLE_ARGS)
+up: deps ## provision this host: Docker, images, both stacks (= ansible-playbook site.yml); TAGS=dag (or airflow, settings, ...) for one concern
+	$(VENV)/bin/ansible-playbook site.yml $(if $(TAGS),--tags $(TAGS)) $(ANSIBLE_ARGS)
 
 .PHONY: demo
 demo: deps ## the main job: provision if needed, land a sample batch (~100k transactions), run the DAG, show the result

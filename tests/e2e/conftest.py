@@ -38,8 +38,8 @@ AIRFLOW = "optasia-airflow"
 # holds the DAG tests' batches when the ops tests read it): they run in this
 # order, whatever their file names sort to, and the teardown last. The roles'
 # molecule scenarios come first: they converge the stack site.yml then finds.
-E2E_ORDER = ("test_molecule", "test_infrastructure", "test_orchestration", "test_pipeline_dag", "test_pipeline_ops",
-             "test_teardown")
+E2E_ORDER = ("test_molecule", "test_infrastructure", "test_orchestration", "test_ansible_verbs", "test_pipeline_dag",
+             "test_pipeline_ops", "test_teardown")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -21,9 +21,11 @@ CASES = [
     ("base_image", "main", {"base_image_pull_timeout": "soon"}, "base_image_pull_timeout"),
     ("docker_engine", "main", {"docker_engine_start_timeout": "later"}, "docker_engine_start_timeout"),
     ("hadoop", "main", {"hadoop_namenode_heap_mb": "lots"}, "hadoop_namenode_heap_mb"),
-    ("infrastructure", "main", {"infrastructure_restart_policy": "sometimes"}, "infrastructure_restart_policy"),
+    ("infrastructure", "main", {"infrastructure_wait_timeout": "a while"}, "infrastructure_wait_timeout"),
     ("optasia", "secret", {"optasia_secret_name": "x", "optasia_secret_fact": "x",
                            "optasia_secret_length": "long"}, "optasia_secret_length"),
+    # A shared setting is the optasia role's: every role that depends on it refuses it first.
+    ("optasia", "main", {"optasia_restart_policy": "sometimes"}, "optasia_restart_policy"),
     ("postgres", "main", {"postgres_published_port": "5432/tcp"}, "postgres_published_port"),
 ]
 
@@ -31,9 +33,6 @@ CASES = [
 def run_role(tmp_path: Path, role: str, entry: str, extra: dict) -> subprocess.CompletedProcess:
     if entry == "main":
         play = {"roles": [{"role": role}]}
-        if role == "airflow":   # as site.yml: the settings it shares with the infrastructure roles
-            play["pre_tasks"] = [{"name": f"{r} settings", "ansible.builtin.import_role": {
-                "name": r, "tasks_from": "settings.yml"}} for r in ("postgres", "hadoop", "infrastructure")]
         tags = ["--tags", "no-such-tag"]   # selects no task: only the always-tagged validation runs
     else:
         play = {"tasks": [{"name": "entry point", "ansible.builtin.include_role": {"name": role, "tasks_from": entry}}]}
@@ -75,3 +74,12 @@ def test_the_defaults_pass_the_same_validation(tmp_path, role):
 def test_every_role_is_covered():
     roles = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "meta" / "argument_specs.yml").is_file())
     assert sorted({c[0] for c in CASES}) == roles
+
+
+def test_a_setting_under_its_old_name_is_refused_with_the_new_one(tmp_path):
+    # The shared settings moved into the optasia role; the old name would be ignored silently.
+    p = run_role(tmp_path, "hadoop", "main", {"hadoop_data_owner": "someone"})
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out[-3000:]
+    assert "hadoop_data_owner is now optasia_hdfs_user" in out, out[-3000:]
+    assert not (tmp_path / "home").exists()

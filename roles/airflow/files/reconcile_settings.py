@@ -1,16 +1,19 @@
 """Make Airflow's Variables and Connections what the inventory says.
 
-Runs inside the api-server container (`python - < this file`), reads the spec
-the airflow role rendered into /run/secrets/settings.json, and changes only
-what differs. Prints one JSON line: {"changed": [...], "unchanged": [...]}.
+Runs inside the api-server container (`python -c <this file>`), reads the
+spec the airflow role renders (JSON on stdin), and changes only what differs.
+With OPTASIA_RECONCILE_CHECK=1 (Ansible's check mode) it changes nothing and
+says what it would change. Prints one JSON line: {"changed": [...], "unchanged": [...]}.
 """
 
 import json
+import os
+import sys
 
 from airflow.models import Connection, Variable
 from airflow.utils.session import create_session
 
-SPEC = "/run/secrets/settings.json"
+CHECK = os.environ.get("OPTASIA_RECONCILE_CHECK", "0") == "1"
 
 
 def normalise_extra(extra):
@@ -18,18 +21,19 @@ def normalise_extra(extra):
 
 
 def main():
-    with open(SPEC, encoding="utf-8") as fh:
-        spec = json.load(fh)
+    spec = json.load(sys.stdin)
     changed, unchanged = [], []
     with create_session() as session:
         for key, value in sorted(spec.get("variables", {}).items()):
             text = json.dumps(value, indent=2, sort_keys=True)
             current = session.query(Variable).filter(Variable.key == key).one_or_none()
             if current is None:
-                session.add(Variable(key=key, val=text, description="provisioned by Ansible (roles/airflow)"))
+                if not CHECK:
+                    session.add(Variable(key=key, val=text, description="provisioned by Ansible (roles/airflow)"))
                 changed.append(f"variable {key}")
             elif current.val != text:
-                current.set_val(text)
+                if not CHECK:
+                    current.set_val(text)
                 changed.append(f"variable {key}")
             else:
                 unchanged.append(f"variable {key}")
@@ -53,8 +57,14 @@ def main():
                 if have == want:
                     unchanged.append(f"connection {conn_id}")
                     continue
+                if CHECK:
+                    changed.append(f"connection {conn_id}")
+                    continue
                 session.delete(current)
                 session.flush()
+            if CHECK:
+                changed.append(f"connection {conn_id}")
+                continue
             session.add(Connection(conn_id=conn_id, conn_type=want["conn_type"], host=want["host"],
                                    port=want["port"], schema=want["schema"], login=want["login"],
                                    password=want["password"], extra=json.dumps(want["extra"], sort_keys=True),
