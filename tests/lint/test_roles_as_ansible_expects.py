@@ -67,7 +67,8 @@ def test_no_restart_task_is_left_outside_the_handlers():
     handlers = (ROOT / "roles" / "airflow" / "handlers" / "main.yml").read_text()
     for topic in ("airflow services", "airflow api-server", "airflow worker"):
         assert f"listen: {topic}" in handlers
-        notified = [f for f in (ROOT / "roles" / "airflow" / "tasks").glob("*.yml") if f"notify: {topic}" in f.read_text()]
+        notified = [f for f in (ROOT / "roles" / "airflow" / "tasks").glob("*.yml")
+                    if f"notify: {topic}" in f.read_text()]
         assert notified, f"nothing notifies {topic!r}"
 
 
